@@ -1,0 +1,797 @@
+//! The HTTP runtime every HTTP connector shares: one client per connector with connect and
+//! request timeouts, error classification, short in-call retries (backon: exponential with
+//! jitter, honouring `Retry-After` in both its forms), an embargo after a 429 so no request of
+//! this connector is sent before the ERP said it may be, a URL guard against SSRF, and
+//! redaction of secrets from everything that may be logged.
+//!
+//! Waits longer than `max_inline_wait` are not slept here: the call returns `RateLimited` and
+//! the worker hands the job back to the queue, so a worker is never held by one slow ERP.
+
+use crate::ConnectorError;
+use crate::rate::{RateGate, RateKey, RateLimits};
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Whether plain-HTTP and private-network URLs are allowed (SSRF guard).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UrlPolicy {
+    pub allow_private_networks: bool,
+}
+
+impl UrlPolicy {
+    /// Parses and checks a base URL from an integration's settings. `what` names the setting
+    /// in the error.
+    pub fn check(&self, raw: &str, what: &str) -> Result<Url, ConnectorError> {
+        let url = Url::parse(raw.trim()).map_err(|e| {
+            ConnectorError::fatal(format!("{what} `{raw}` is not a valid URL: {e}"))
+        })?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_private_networks => {}
+            "http" => {
+                return Err(ConnectorError::fatal(format!(
+                    "{what} `{raw}` uses plain http://; use https:// (plain HTTP is allowed only when [http] allow_private_networks is set, for sandboxes)"
+                )));
+            }
+            other => {
+                return Err(ConnectorError::fatal(format!(
+                    "{what} `{raw}` has scheme `{other}`; expected https://"
+                )));
+            }
+        }
+        if url.username() != "" || url.password().is_some() {
+            return Err(ConnectorError::fatal(format!(
+                "{what} must not carry a user name or password; put secrets in credentials"
+            )));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| ConnectorError::fatal(format!("{what} `{raw}` has no host")))?;
+        if !self.allow_private_networks && is_private_host(host) {
+            return Err(ConnectorError::fatal(format!(
+                "{what} points at a loopback or private address ({host}), which is refused (SSRF guard); set [http] allow_private_networks for sandboxes"
+            )));
+        }
+        Ok(url)
+    }
+}
+
+fn is_private_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") {
+        return true;
+    }
+    host.parse::<IpAddr>().is_ok_and(is_private_ip)
+}
+
+/// Loopback, private, link-local, unspecified, broadcast, carrier-grade NAT and unique-local
+/// addresses (and IPv4 ones mapped into IPv6).
+fn is_private_ip(ip: IpAddr) -> bool {
+    let v4_private = |v4: std::net::Ipv4Addr| {
+        v4.is_private()
+            || v4.is_loopback()
+            || v4.is_link_local()
+            || v4.is_unspecified()
+            || v4.is_broadcast()
+            // 100.64.0.0/10, carrier-grade NAT
+            || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+    };
+    match ip {
+        IpAddr::V4(v4) => v4_private(v4),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || v6.to_ipv4_mapped().is_some_and(v4_private)
+        }
+    }
+}
+
+/// Resolves host names and keeps only public addresses, so a name that points inside our
+/// network (a typo, DNS rebinding) is refused at connection time, not only literal IPs at
+/// configuration time.
+#[derive(Debug, Clone, Copy)]
+pub struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> = resolved
+                .into_iter()
+                .filter(|a| !is_private_ip(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to loopback or private addresses, which are refused (SSRF guard; set [http] allow_private_networks for sandboxes)"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Tunables of one runtime.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// In-call retries of a transient failure (after the first try).
+    pub max_retries: usize,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// A `Retry-After` up to this long is waited in place; longer goes back to the queue.
+    pub max_inline_wait: Duration,
+    /// Our own cap on requests per second to this ERP account (None: only the ERP's 429s).
+    pub requests_per_second: Option<u32>,
+    /// Which process-wide client to use: one per connector type, shared by every integration
+    /// and job of that type, so connections and TLS sessions are reused across jobs.
+    pub client: &'static str,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_retries: 3,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            max_inline_wait: Duration::from_secs(5),
+            requests_per_second: None,
+            client: "default",
+        }
+    }
+}
+
+/// One request. Bodies are JSON, form-encoded, or `raw` (a `$batch`).
+#[derive(Debug, Clone)]
+pub struct HttpCall {
+    pub method: reqwest::Method,
+    pub url: Url,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<serde_json::Value>,
+    /// A body that is not JSON, sent as is with its content type (an OData `$batch`).
+    pub raw: Option<RawBody>,
+    /// An `application/x-www-form-urlencoded` body instead (OAuth2 token requests).
+    pub form: Option<Vec<(String, String)>>,
+    /// Safe to send again after a failure whose outcome we do not know (GET, PUT, or a POST
+    /// carrying an idempotency key).
+    pub idempotent: bool,
+    /// A `409 Conflict` means "a request with this idempotency key is still in flight": wait
+    /// and repeat, never treat it as a refusal (the first request may yet create the record).
+    pub conflict_means_in_flight: bool,
+}
+
+/// A non-JSON request body and its `Content-Type`.
+#[derive(Debug, Clone)]
+pub struct RawBody {
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A response that arrived, with any status.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The body as JSON, or a transient error saying what came instead (HTML from a proxy,
+    /// a truncated body).
+    pub fn json(&self, what: &str) -> Result<serde_json::Value, ConnectorError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ConnectorError::transient(format!(
+                "{what}: HTTP {} with a body that is not JSON ({e}): {}",
+                self.status,
+                snippet(&self.body)
+            ))
+        })
+    }
+}
+
+/// A short, printable excerpt of a body for error messages.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 200 {
+        format!("{}…", flat.chars().take(200).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+/// Replaces every occurrence of the given secrets in `text`.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} secret(s))", self.secrets.len())
+    }
+}
+
+impl Redactor {
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            // Very short values would redact ordinary words; they are not worth hiding anyway.
+            secrets: secrets.into_iter().filter(|s| s.len() >= 4).collect(),
+        }
+    }
+
+    pub fn text(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "<redacted>");
+            }
+        }
+        out
+    }
+
+    pub fn json(&self, value: &serde_json::Value) -> serde_json::Value {
+        if self.secrets.is_empty() {
+            return value.clone();
+        }
+        let text = value.to_string();
+        let redacted = self.text(&text);
+        if redacted == text {
+            value.clone()
+        } else {
+            serde_json::from_str(&redacted).unwrap_or(serde_json::Value::Null)
+        }
+    }
+
+    pub fn error(&self, error: ConnectorError) -> ConnectorError {
+        match error {
+            ConnectorError::Transient {
+                message,
+                retry_after,
+            } => ConnectorError::Transient {
+                message: self.text(&message),
+                retry_after,
+            },
+            ConnectorError::Rejected { message, status } => ConnectorError::Rejected {
+                message: self.text(&message),
+                status,
+            },
+            ConnectorError::Auth { message } => ConnectorError::Auth {
+                message: self.text(&message),
+            },
+            ConnectorError::Fatal { message } => ConnectorError::Fatal {
+                message: self.text(&message),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - now;
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The process-wide client for `(connector type, private networks allowed, connect timeout)`.
+/// Request timeouts are set per request, so they may differ between integrations.
+fn shared_client(
+    name: &'static str,
+    allow_private_networks: bool,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, ConnectorError> {
+    type Key = (&'static str, bool, Duration);
+    static CLIENTS: std::sync::OnceLock<Mutex<std::collections::HashMap<Key, reqwest::Client>>> =
+        std::sync::OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (name, allow_private_networks, connect_timeout);
+    if let Some(client) = clients.get(&key) {
+        return Ok(client.clone());
+    }
+    let mut builder = reqwest::Client::builder();
+    if !allow_private_networks {
+        builder = builder.dns_resolver(PublicOnlyResolver);
+    }
+    let client = builder
+        .connect_timeout(connect_timeout)
+        .user_agent(concat!("passerelle/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(64)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ConnectorError::fatal(format!("cannot build the HTTP client: {e}")))?;
+    clients.insert(key, client.clone());
+    Ok(client)
+}
+
+/// The shared part of a runtime: clones of a runtime share the embargo and the pacing.
+#[derive(Debug, Default)]
+struct Gate {
+    /// No request before this instant (set from a 429's Retry-After).
+    embargo: Option<Instant>,
+    /// Earliest instant the next request may start, when pacing to requests_per_second.
+    next_slot: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpRuntime {
+    client: reqwest::Client,
+    options: HttpOptions,
+    gate: Arc<Mutex<Gate>>,
+    redactor: Redactor,
+    /// The fleet-wide gate with this connector's account and limits.
+    fleet: Option<(Arc<dyn RateGate>, RateKey, RateLimits)>,
+}
+
+impl HttpRuntime {
+    /// A runtime for one connector. The context's URL policy decides whether host names may
+    /// resolve to private addresses (see [`PublicOnlyResolver`]), so no connector can forget it.
+    pub fn new(
+        context: &crate::ConnectorContext,
+        options: HttpOptions,
+        redactor: Redactor,
+    ) -> Result<Self, ConnectorError> {
+        let client = shared_client(
+            options.client,
+            context.url_policy.allow_private_networks,
+            options.connect_timeout,
+        )?;
+        Ok(Self {
+            client,
+            options,
+            gate: Arc::new(Mutex::new(Gate::default())),
+            redactor,
+            fleet: None,
+        })
+    }
+
+    /// Paces every request through the fleet-wide gate for `key` under `limits` (instead of
+    /// this process's own pacing).
+    pub fn with_fleet_gate(
+        mut self,
+        gate: Arc<dyn RateGate>,
+        key: RateKey,
+        limits: RateLimits,
+    ) -> Self {
+        self.fleet = Some((gate, key, limits));
+        self
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Sends with in-call retries. Returns the reply for any 2xx; every other outcome is a
+    /// classified, redacted error.
+    pub async fn send(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.options.min_backoff)
+            .with_max_delay(self.options.max_backoff)
+            .with_max_times(self.options.max_retries)
+            .with_jitter();
+        let max_inline = self.options.max_inline_wait;
+        let idempotent = call.idempotent;
+        let result = (|| self.send_once(call))
+            .retry(backoff)
+            .when(|e: &ConnectorError| match e {
+                ConnectorError::Transient { retry_after, .. } => {
+                    idempotent && retry_after.is_none_or(|d| d <= max_inline)
+                }
+                ConnectorError::RateLimited { retry_after } => *retry_after <= max_inline,
+                _ => false,
+            })
+            // Never retry sooner than the ERP asked.
+            .adjust(
+                |e: &ConnectorError, backoff| match (e.retry_after(), backoff) {
+                    (Some(wait), Some(b)) => Some(b.max(wait)),
+                    (_, b) => b,
+                },
+            )
+            .await;
+        result.map_err(|e| self.redactor.error(e))
+    }
+
+    async fn send_once(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {
+        self.wait_for_gate()?.await;
+        let permit = match &self.fleet {
+            Some((gate, key, limits)) => {
+                gate.admit(key, limits, self.options.max_inline_wait)
+                    .await?
+            }
+            None => None,
+        };
+        let result = self.exchange(call).await;
+        if let (Some((gate, key, _)), Some(permit)) = (&self.fleet, permit) {
+            gate.release(key, permit).await;
+        }
+        if let (Err(error), Some((gate, key, _))) = (&result, &self.fleet)
+            && let Some(wait) = error.retry_after()
+            && matches!(error, ConnectorError::RateLimited { .. })
+        {
+            // Tell the whole fleet, not only this process.
+            gate.block(key, wait).await;
+        }
+        result
+    }
+
+    async fn exchange(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {
+        let mut request = self
+            .client
+            .request(call.method.clone(), call.url.clone())
+            .timeout(self.options.request_timeout);
+        for (name, value) in &call.headers {
+            request = request.header(name, value);
+        }
+        request = request.header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        } else if let Some(raw) = &call.raw {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, raw.content_type.as_str())
+                .body(raw.bytes.clone());
+        } else if let Some(form) = &call.form {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form.iter())
+                .finish();
+            request = request
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(encoded);
+        }
+        let what = format!("{} {}", call.method, call.url.path());
+        let response = request.send().await.map_err(|e| {
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "failed"
+            };
+            ConnectorError::transient(format!("{what} {kind}: {}", error_chain(&e)))
+        })?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| {
+                ConnectorError::transient(format!("{what}: reading the body failed: {e}"))
+            })?
+            .to_vec();
+        let reply = HttpReply {
+            status,
+            headers,
+            body,
+        };
+        match classify(&reply, &what, call.conflict_means_in_flight) {
+            None => Ok(reply),
+            Some(error) => {
+                if let Some(wait) = error.retry_after() {
+                    self.embargo(wait);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Waits for the embargo and the pacing slot; refuses at once when the embargo is longer
+    /// than we wait in place.
+    fn wait_for_gate(&self) -> Result<tokio::time::Sleep, ConnectorError> {
+        let now = Instant::now();
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let mut start = now;
+        if let Some(until) = gate.embargo {
+            if until > now {
+                let remaining = until - now;
+                if remaining > self.options.max_inline_wait {
+                    return Err(ConnectorError::RateLimited {
+                        retry_after: remaining,
+                    });
+                }
+                start = until;
+            } else {
+                gate.embargo = None;
+            }
+        }
+        if let Some(rps) = self
+            .options
+            .requests_per_second
+            .filter(|r| *r > 0 && self.fleet.is_none())
+        {
+            let interval = Duration::from_secs_f64(1.0 / f64::from(rps));
+            let slot = gate.next_slot.map_or(start, |s| s.max(start));
+            gate.next_slot = Some(slot + interval);
+            start = slot;
+        }
+        Ok(tokio::time::sleep_until(tokio::time::Instant::from_std(
+            start,
+        )))
+    }
+
+    fn embargo(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        gate.embargo = Some(gate.embargo.map_or(until, |e| e.max(until)));
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Classifies a reply; `None` for success.
+pub fn classify(
+    reply: &HttpReply,
+    what: &str,
+    conflict_means_in_flight: bool,
+) -> Option<ConnectorError> {
+    let status = reply.status;
+    if (200..300).contains(&status) {
+        return None;
+    }
+    let retry_after = reply
+        .headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+    let detail = problem_detail(&reply.body);
+    let message = format!(
+        "{what}: HTTP {status}{}",
+        detail.map(|d| format!(": {d}")).unwrap_or_default()
+    );
+    Some(match status {
+        429 => ConnectorError::RateLimited {
+            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+        },
+        // An overloaded server that says when to come back (RFC 9110 §15.6.4): that is pacing,
+        // like a 429, not a failure of the run (self-hosted ERPs such as SAP B1 answer so).
+        503 if retry_after.is_some() => ConnectorError::RateLimited {
+            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+        },
+        401 | 403 => ConnectorError::Auth {
+            message: format!(
+                "{message} (the credentials were refused; check them and test the integration)"
+            ),
+        },
+        408 | 425 | 500..=599 => ConnectorError::Transient {
+            message,
+            retry_after,
+        },
+        409 if conflict_means_in_flight => ConnectorError::Transient {
+            message,
+            retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
+        },
+        // We never follow redirects (a cross-host redirect would carry our API key and body
+        // to another host, past the URL guard): the configured URL must be the final one.
+        300..=399 => ConnectorError::Fatal {
+            message: format!(
+                "{message}: the API redirected to {}; set the integration's URL to the final address",
+                reply
+                    .headers
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("another address")
+            ),
+        },
+        _ => ConnectorError::Rejected {
+            message,
+            status: Some(status),
+        },
+    })
+}
+
+/// The useful part of an error body: RFC 9457 `detail`/`title` plus field errors, or a snippet.
+fn problem_detail(body: &[u8]) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Some(snippet(body));
+    };
+    let mut parts = Vec::new();
+    for key in ["title", "detail", "message", "error"] {
+        if let Some(s) = value.get(key).and_then(|v| v.as_str()) {
+            parts.push(s.to_owned());
+        }
+    }
+    if let Some(errors) = value.get("errors").and_then(|v| v.as_array()) {
+        for e in errors.iter().take(5) {
+            match (
+                e.get("field").and_then(|f| f.as_str()),
+                e.get("message").and_then(|m| m.as_str()),
+            ) {
+                (Some(f), Some(m)) => parts.push(format!("{f} {m}")),
+                _ => parts.push(e.to_string()),
+            }
+        }
+    }
+    if parts.is_empty() {
+        Some(snippet(body))
+    } else {
+        Some(parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = chrono::Utc
+            .with_ymd_and_hms(2015, 10, 21, 7, 27, 0)
+            .unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    fn reply(status: u16, body: &str) -> HttpReply {
+        HttpReply {
+            status,
+            headers: HeaderMap::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert!(classify(&reply(201, "{}"), "x", false).is_none());
+        assert_eq!(
+            classify(&reply(401, ""), "x", false).map(|e| e.class()),
+            Some("auth")
+        );
+        assert_eq!(
+            classify(&reply(429, ""), "x", false).map(|e| e.class()),
+            Some("rate_limited")
+        );
+        assert_eq!(
+            classify(&reply(503, "<html>Bad gateway</html>"), "x", false).map(|e| e.class()),
+            Some("transient")
+        );
+        let mut busy = reply(503, "busy");
+        busy.headers
+            .insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(
+            classify(&busy, "x", false).and_then(|e| e.retry_after()),
+            Some(Duration::from_secs(2)),
+            "a 503 with Retry-After paces like a 429"
+        );
+        assert_eq!(
+            classify(&busy, "x", false).map(|e| e.class()),
+            Some("rate_limited")
+        );
+        let rejected = classify(
+            &reply(422, r#"{"title":"Validation failed","errors":[{"field":"items[0].sku","message":"is required"}]}"#),
+            "POST /api/orders",
+            false,
+        )
+        .unwrap();
+        assert_eq!(rejected.class(), "rejected");
+        assert!(
+            rejected.to_string().contains("items[0].sku is required"),
+            "{rejected}"
+        );
+    }
+
+    #[test]
+    fn the_url_guard_refuses_plain_http_and_private_hosts_unless_allowed() {
+        let strict = UrlPolicy::default();
+        assert!(strict.check("https://api.example.com", "api_url").is_ok());
+        for bad in [
+            "http://api.example.com",
+            "https://127.0.0.1:8080",
+            "https://10.1.2.3",
+            "https://192.168.0.1",
+            "https://localhost",
+            "https://[::1]/x",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::ffff:169.254.169.254]/",
+            "ftp://example.com",
+            "https://user:pw@example.com",
+            "not a url",
+        ] {
+            let err = strict.check(bad, "api_url").unwrap_err();
+            assert_eq!(err.class(), "fatal", "{bad}");
+            assert!(!err.to_string().contains("pw@"), "{err}");
+        }
+        let lax = UrlPolicy {
+            allow_private_networks: true,
+        };
+        assert!(
+            lax.check("http://127.0.0.1:8080/custom_api", "api_url")
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn names_that_resolve_to_private_addresses_are_refused_at_connect_time() {
+        use reqwest::dns::Resolve as _;
+        use std::str::FromStr as _;
+        let refused = PublicOnlyResolver
+            .resolve(reqwest::dns::Name::from_str("localhost").unwrap())
+            .await;
+        let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("resolves only to loopback or private addresses"),
+            "{message}"
+        );
+        // And the runtime uses it: a request to a name for 127.0.0.1 fails before connecting.
+        let runtime = HttpRuntime::new(
+            &crate::ConnectorContext::default(),
+            HttpOptions {
+                max_retries: 0,
+                ..HttpOptions::default()
+            },
+            Redactor::default(),
+        )
+        .unwrap();
+        let call = HttpCall {
+            method: reqwest::Method::GET,
+            url: Url::parse("http://localhost:9/health").unwrap(),
+            headers: vec![],
+            body: None,
+            raw: None,
+            form: None,
+            idempotent: true,
+            conflict_means_in_flight: false,
+        };
+        let err = runtime.send(&call).await.unwrap_err();
+        assert!(err.to_string().contains("private addresses"), "{err}");
+    }
+
+    #[test]
+    fn redaction_hides_secrets_in_text_json_and_errors() {
+        let r = Redactor::new(["sk_live_123456".to_owned()]);
+        assert_eq!(
+            r.text("key sk_live_123456 refused"),
+            "key <redacted> refused"
+        );
+        let v = r.json(&serde_json::json!({"echo": "sk_live_123456"}));
+        assert_eq!(v["echo"], "<redacted>");
+        let e = r.error(ConnectorError::Auth {
+            message: "bad sk_live_123456".into(),
+        });
+        assert_eq!(e.to_string(), "bad <redacted>");
+    }
+}

@@ -1,0 +1,272 @@
+//! ERP connectors. Each is data in, data out: a pure mapping from platform records to the
+//! ERP's payloads (unit-tested against the official shapes) and a thin transport over the
+//! shared [`http::HttpRuntime`].
+//!
+//! Connectors know nothing of Postgres or RabbitMQ: the worker reads platform rows, asks the
+//! connector to map and send them, and records what comes back. The worker knows nothing of
+//! any one ERP: it sees only this interface.
+
+pub mod custom_api;
+pub mod dynamics;
+pub mod error;
+pub mod http;
+pub mod oauth;
+pub mod quickbooks;
+pub mod rate;
+pub mod sap_b1;
+pub mod xero;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use passerelle_core::platform::{ImportedRecord, PlatformRecord};
+use passerelle_core::vault::Credentials;
+use passerelle_core::{Entity, IntegrationType};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::ConnectorError;
+pub use http::UrlPolicy;
+pub use rate::{Permit, RateGate, RateKey, RateLimits};
+
+/// What a connector can do, declared so the worker can plan without knowing the ERP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    pub export: Vec<Entity>,
+    pub import: Vec<Entity>,
+    /// Records handed to one `export` call (an ERP batch, or a group sent concurrently).
+    pub export_batch_size: usize,
+    /// How a create is made safe to repeat.
+    pub idempotency: Idempotency,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// The ERP replays a request carrying the same key (custom API, Xero, QuickBooks).
+    Key,
+    /// No key: before repeating a create, look the record up by our reference (SAP B1, Dataverse).
+    LookupByReference,
+}
+
+/// The result of a connection test (the seed's "test" button).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionTest {
+    pub message: String,
+    pub response_time_ms: u64,
+}
+
+/// One record to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportOp {
+    pub internal_id: String,
+    /// Present when the record exists at the ERP (an update).
+    pub external_id: Option<String>,
+    /// The ERP payload, from [`Connector::map_record`] (or replayed from an intent).
+    pub payload: serde_json::Value,
+    /// Sent as the ERP's idempotency key where it has one.
+    pub idempotency_key: String,
+    /// True when an earlier attempt may already have created this record.
+    pub retried_create: bool,
+    /// When that earlier attempt recorded its intent; past the ERP's idempotency window the
+    /// connector must look the record up by our reference instead of trusting a replay.
+    pub intent_recorded_at: Option<DateTime<Utc>>,
+    /// What the last sync stored with the mapping (e.g. a version token).
+    pub mapping_metadata: Option<serde_json::Value>,
+    /// External ids of the records this one refers to (an order's customer), as asked for by
+    /// [`Connector::references`]; absent when that record is not at the ERP yet.
+    pub references: std::collections::HashMap<Reference, String>,
+}
+
+/// A platform record another refers to: its mapping type and internal id.
+pub type Reference = (passerelle_core::MappingEntityType, String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportAction {
+    Create,
+    Update,
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportResult {
+    pub internal_id: String,
+    pub action: ExportAction,
+    pub outcome: Result<Exported, ConnectorError>,
+    /// The ERP's answer, redacted, for the log row.
+    pub response: Option<serde_json::Value>,
+    pub duration_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exported {
+    pub external_id: String,
+    /// The ERP answered from its idempotency store: an earlier attempt had created it.
+    pub replayed: bool,
+    /// Kept with the mapping for the next sync (e.g. QuickBooks `SyncToken`).
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Where an incremental import stands; stored as JSON in `sync_cursors`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportCursor {
+    /// Changes at or after this instant are fetched (inclusive, with overlap).
+    pub updated_since: Option<DateTime<Utc>>,
+    /// The ERP's page token within the current pass.
+    pub page: Option<String>,
+    /// The newest `updated_at` (ERP clock) seen in the current pass; the next pass starts
+    /// from it, so clock skew between us and the ERP cannot lose a change.
+    pub max_seen: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportPage {
+    pub records: Vec<ImportedRecord>,
+    /// Items of the page we could not read: logged as failed, the others go on.
+    pub rejected: Vec<RejectedItem>,
+    /// `None` when this was the last page of the pass.
+    pub next_page: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedItem {
+    pub external_id: Option<String>,
+    pub error: String,
+    pub raw: serde_json::Value,
+}
+
+#[async_trait]
+pub trait Connector: Send + Sync + std::fmt::Debug {
+    fn integration_type(&self) -> IntegrationType;
+
+    fn capabilities(&self) -> &Capabilities;
+
+    /// Reaches the ERP and proves the credentials.
+    async fn test_connection(&self) -> Result<ConnectionTest, ConnectorError>;
+
+    /// The ERP payload for a platform record. Pure. A record that cannot be mapped (a line
+    /// without a product) is `Rejected` with the reason.
+    fn map_record(&self, record: &PlatformRecord) -> Result<serde_json::Value, ConnectorError>;
+
+    /// The records this record's payload refers to at the ERP (an order's customer, its
+    /// products), so the worker can look their external ids up for the whole chunk at once.
+    fn references(&self, _record: &PlatformRecord) -> Vec<Reference> {
+        Vec::new()
+    }
+
+    /// Removes this connector's secrets from a value before it is logged.
+    fn redact(&self, value: &serde_json::Value) -> serde_json::Value {
+        value.clone()
+    }
+
+    /// Sends records of one entity; one result per op, in the same order.
+    async fn export(&self, entity: Entity, ops: Vec<ExportOp>) -> Vec<ExportResult>;
+
+    /// One page of changes since the cursor.
+    async fn import_page(
+        &self,
+        entity: Entity,
+        cursor: &ImportCursor,
+    ) -> Result<ImportPage, ConnectorError>;
+}
+
+/// What every connector is built with besides its own settings and credentials.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorContext {
+    pub url_policy: UrlPolicy,
+    /// The fleet-wide rate gate; `None` outside a worker (e.g. a connection test from the
+    /// CLI), where only the ERP's own 429s pace us.
+    pub rate_gate: Option<Arc<dyn RateGate>>,
+    /// Where a connector stores credentials the ERP rotated (a new refresh token), durably and
+    /// before it uses them, so no crash can lose them. `None` where nothing may be stored (a
+    /// connector that must rotate then fails with a clear error rather than losing a token).
+    pub credential_store: Option<Arc<dyn CredentialStore>>,
+}
+
+#[async_trait]
+pub trait CredentialStore: Send + Sync + std::fmt::Debug {
+    /// Replaces the integration's stored credentials; returns once they are committed.
+    async fn save(&self, credentials: &Credentials) -> Result<(), ConnectorError>;
+}
+
+/// Builds the connector for an integration. Settings are validated here: a typo or a secret in
+/// `settings` is a `Fatal` error that names the key.
+pub fn build(
+    integration_type: IntegrationType,
+    settings: Option<&serde_json::Value>,
+    credentials: Option<&Credentials>,
+    context: &ConnectorContext,
+) -> Result<Arc<dyn Connector>, ConnectorError> {
+    match integration_type {
+        IntegrationType::CustomApi => Ok(Arc::new(custom_api::CustomApiConnector::new(
+            settings,
+            credentials,
+            context,
+        )?)),
+        IntegrationType::Xero => Ok(Arc::new(xero::XeroConnector::new(
+            settings,
+            credentials,
+            context,
+        )?)),
+        IntegrationType::QuickBooks => Ok(Arc::new(quickbooks::QuickBooksConnector::new(
+            settings,
+            credentials,
+            context,
+        )?)),
+        IntegrationType::SapB1 => Ok(Arc::new(sap_b1::SapB1Connector::new(
+            settings,
+            credentials,
+            context,
+        )?)),
+        IntegrationType::Dynamics365 => Ok(Arc::new(dynamics::DynamicsConnector::new(
+            settings,
+            credentials,
+            context,
+        )?)),
+        other => Err(ConnectorError::fatal(format!(
+            "the {} connector is not available in this release (custom_api, xero, quickbooks, sap_b1 and dynamics_365 are); the integration can be stored but not synced yet",
+            other.display_name()
+        ))),
+    }
+}
+
+/// Checks settings without credentials (at create and update time).
+pub fn validate_settings(
+    integration_type: IntegrationType,
+    settings: Option<&serde_json::Value>,
+    context: &ConnectorContext,
+) -> Result<(), ConnectorError> {
+    match integration_type {
+        IntegrationType::CustomApi => {
+            custom_api::CustomApiSettings::parse(settings, context).map(|_| ())
+        }
+        IntegrationType::Xero => xero::XeroSettings::parse(settings, context).map(|_| ()),
+        IntegrationType::QuickBooks => {
+            quickbooks::QuickBooksSettings::parse(settings, context).map(|_| ())
+        }
+        IntegrationType::SapB1 => sap_b1::SapB1Settings::parse(settings, context).map(|_| ()),
+        IntegrationType::Dynamics365 => {
+            dynamics::DynamicsSettings::parse(settings, context).map(|_| ())
+        }
+        // Connectors of later releases validate their own settings; until then only the shape
+        // (a JSON object) is checked by the store.
+        _ => Ok(()),
+    }
+}
+
+/// A short, stable digest (hex) of a text, for idempotency keys.
+pub(crate) fn short_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Milliseconds since `start`, saturating.
+pub(crate) fn elapsed_ms(start: std::time::Instant) -> u32 {
+    u32::try_from(start.elapsed().as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Default pause before a retry when the ERP did not say.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);

@@ -1,0 +1,201 @@
+//! Rate limits as connectors declare them, and the gate every request of an HTTP connector
+//! passes through. The gate is implemented outside this crate (over Postgres, shared by the
+//! fleet); connectors only say which account a request counts against and what its limits are.
+
+use crate::ConnectorError;
+use async_trait::async_trait;
+use passerelle_core::IntegrationType;
+use std::time::Duration;
+
+/// The account a request counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateKey {
+    pub connector: IntegrationType,
+    /// Realm, tenant org, company database, environment URL; with a class suffix where an ERP
+    /// limits some calls separately (e.g. QuickBooks batch requests).
+    pub account: String,
+}
+
+/// A published or configured limit: `requests` per `per`, and optionally a daily quota and a
+/// cap on requests in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub requests: u32,
+    pub per: Duration,
+    pub per_day: Option<u32>,
+    pub concurrency: Option<u32>,
+}
+
+/// Published limits per ERP account (see `../shared/erp/APIS.md`); an integration may override
+/// them with `settings.rate_limit` (see [`RateLimits::from_settings`]).
+pub mod published {
+    use super::RateLimits;
+    use std::time::Duration;
+
+    /// Xero: 60 calls a minute, 5,000 a day, 5 at once, per tenant.
+    pub const XERO: RateLimits = RateLimits {
+        requests: 60,
+        per: Duration::from_secs(60),
+        per_day: Some(5_000),
+        concurrency: Some(5),
+    };
+    /// QuickBooks Online: 500 a minute per realm (its 10 a second is implied by pacing) and
+    /// 10 at once.
+    pub const QUICKBOOKS: RateLimits = RateLimits {
+        requests: 500,
+        per: Duration::from_secs(60),
+        per_day: None,
+        concurrency: Some(10),
+    };
+    /// QuickBooks Online batch requests: 40 a minute per realm, counted separately.
+    pub const QUICKBOOKS_BATCH: RateLimits = RateLimits {
+        requests: 40,
+        per: Duration::from_secs(60),
+        per_day: None,
+        concurrency: Some(10),
+    };
+    /// Dataverse (Dynamics 365): 6,000 requests per 5 minutes and 52 at once per user.
+    pub const DATAVERSE: RateLimits = RateLimits {
+        requests: 6_000,
+        per: Duration::from_secs(300),
+        per_day: None,
+        concurrency: Some(52),
+    };
+}
+
+impl RateLimits {
+    /// Reads `settings.rate_limit` (`{"requests": n, "per_secs": s, "per_day": d,
+    /// "concurrency": c}`, every key optional) over `default`. Unknown keys and zero values are
+    /// refused with the key named.
+    pub fn from_settings(
+        settings: Option<&serde_json::Value>,
+        default: RateLimits,
+    ) -> Result<Self, ConnectorError> {
+        let Some(raw) = settings.and_then(|s| s.get("rate_limit")) else {
+            return Ok(default);
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Override {
+            requests: Option<u32>,
+            per_secs: Option<u64>,
+            per_day: Option<u32>,
+            concurrency: Option<u32>,
+        }
+        let o: Override = serde_json::from_value(raw.clone())
+            .map_err(|e| ConnectorError::fatal(format!("invalid settings.rate_limit: {e}")))?;
+        let positive = |name: &str, v: Option<u64>| match v {
+            Some(0) => Err(ConnectorError::fatal(format!(
+                "settings.rate_limit.{name} must be at least 1"
+            ))),
+            _ => Ok(()),
+        };
+        positive("requests", o.requests.map(u64::from))?;
+        positive("per_secs", o.per_secs)?;
+        positive("per_day", o.per_day.map(u64::from))?;
+        positive("concurrency", o.concurrency.map(u64::from))?;
+        Ok(Self {
+            requests: o.requests.unwrap_or(default.requests),
+            per: o.per_secs.map_or(default.per, Duration::from_secs),
+            per_day: o.per_day.or(default.per_day),
+            concurrency: o.concurrency.or(default.concurrency),
+        })
+    }
+
+    pub const fn per_second(requests: u32) -> Self {
+        Self {
+            requests,
+            per: Duration::from_secs(1),
+            per_day: None,
+            concurrency: None,
+        }
+    }
+
+    pub const fn per_minute(requests: u32) -> Self {
+        Self {
+            requests,
+            per: Duration::from_secs(60),
+            per_day: None,
+            concurrency: None,
+        }
+    }
+
+    /// Time between two request starts. Requests are spaced over the window plus 2% (at least
+    /// 20 ms), so network jitter cannot squeeze one request too many into an ERP's window;
+    /// that keeps throughput at about 98% of the limit.
+    pub fn interval(&self) -> Duration {
+        let margin = (self.per / 50).max(Duration::from_millis(20));
+        (self.per + margin) / self.requests.max(1)
+    }
+}
+
+/// A concurrency permit to give back once the response is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit(pub uuid::Uuid);
+
+#[async_trait]
+pub trait RateGate: Send + Sync + std::fmt::Debug {
+    /// Returns when the request may start (having waited for its slot), or
+    /// `RateLimited { retry_after }` when that is more than `max_wait` away: the caller then
+    /// hands its job back to the queue rather than holding a worker.
+    async fn admit(
+        &self,
+        key: &RateKey,
+        limits: &RateLimits,
+        max_wait: Duration,
+    ) -> Result<Option<Permit>, ConnectorError>;
+
+    /// Gives a permit back.
+    async fn release(&self, key: &RateKey, permit: Permit);
+
+    /// The ERP said 429: nobody may call this account for `for_`.
+    async fn block(&self, key: &RateKey, for_: Duration);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pacing_leaves_a_small_margin_under_the_limit() {
+        assert_eq!(published::XERO.interval(), Duration::from_millis(1020));
+        assert_eq!(
+            RateLimits::per_second(50).interval(),
+            Duration::from_micros(20_400)
+        );
+        let share = published::QUICKBOOKS.per.as_secs_f64()
+            / (published::QUICKBOOKS.interval().as_secs_f64()
+                * f64::from(published::QUICKBOOKS.requests));
+        assert!(share > 0.97 && share < 1.0, "{share}");
+    }
+
+    #[test]
+    fn settings_override_the_published_limits_and_typos_are_named() {
+        let s = json!({"rate_limit": {"requests": 30, "per_day": 1000}});
+        let l = RateLimits::from_settings(Some(&s), published::XERO).unwrap();
+        assert_eq!(
+            (l.requests, l.per, l.per_day, l.concurrency),
+            (30, Duration::from_secs(60), Some(1000), Some(5))
+        );
+        assert_eq!(
+            RateLimits::from_settings(None, published::XERO).unwrap(),
+            published::XERO
+        );
+        let err = RateLimits::from_settings(
+            Some(&json!({"rate_limit": {"request": 3}})),
+            published::XERO,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("request"), "{err}");
+        let err = RateLimits::from_settings(
+            Some(&json!({"rate_limit": {"concurrency": 0}})),
+            published::XERO,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("concurrency must be at least 1"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! Passerelle's shared vocabulary: the domain enums that mirror the Postgres schema, the
+//! schedule arithmetic, layered configuration, the credential vault and the clock.
+//!
+//! This crate does no I/O of its own (configuration files aside): the store, queue and
+//! connector crates build on it, never the reverse.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod job;
+pub mod platform;
+pub mod schedule;
+pub mod vault;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use domain::*;

@@ -1,0 +1,223 @@
+//! The platform's records as syncs see them: what the store reads for an export and what a
+//! connector returns from an import. Plain data; mappings to and from each ERP live in the
+//! connectors.
+
+use crate::domain::Entity;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+pub struct ProductRecord {
+    pub id: i64,
+    pub sku: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub price: Decimal,
+    pub currency: String,
+    pub active: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+pub struct CustomerRecord {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub company_name: Option<String>,
+    pub phone: Option<String>,
+    pub vat_number: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub product_id: Option<i64>,
+    /// `None` when the product was deleted since the order was placed.
+    pub sku: Option<String>,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+pub struct OrderRecord {
+    pub id: i64,
+    pub order_number: String,
+    pub customer_id: Option<i64>,
+    pub customer_email: Option<String>,
+    pub status: String,
+    pub currency: String,
+    pub total_amount: Decimal,
+    /// Loaded separately from `order_items`.
+    #[cfg_attr(feature = "sqlx", sqlx(skip))]
+    pub items: Vec<OrderLine>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+pub struct InvoiceRecord {
+    pub id: i64,
+    pub invoice_number: String,
+    pub order_id: Option<i64>,
+    pub order_number: Option<String>,
+    pub customer_id: Option<i64>,
+    pub customer_email: Option<String>,
+    pub status: String,
+    pub currency: String,
+    pub total_amount: Decimal,
+    pub issued_at: Option<DateTime<Utc>>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+pub struct InventoryRecord {
+    pub product_id: i64,
+    pub sku: String,
+    pub warehouse_code: String,
+    pub quantity: Decimal,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One platform row to export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PlatformRecord {
+    Product(ProductRecord),
+    Customer(CustomerRecord),
+    Order(OrderRecord),
+    Invoice(InvoiceRecord),
+    Inventory(InventoryRecord),
+}
+
+impl PlatformRecord {
+    pub fn entity(&self) -> Entity {
+        match self {
+            PlatformRecord::Product(_) => Entity::Product,
+            PlatformRecord::Customer(_) => Entity::Customer,
+            PlatformRecord::Order(_) => Entity::Order,
+            PlatformRecord::Invoice(_) => Entity::Invoice,
+            PlatformRecord::Inventory(_) => Entity::Inventory,
+        }
+    }
+
+    /// The id the mappings and logs use: the row id, or `product_id:warehouse` for stock.
+    pub fn internal_id(&self) -> String {
+        match self {
+            PlatformRecord::Product(r) => r.id.to_string(),
+            PlatformRecord::Customer(r) => r.id.to_string(),
+            PlatformRecord::Order(r) => r.id.to_string(),
+            PlatformRecord::Invoice(r) => r.id.to_string(),
+            PlatformRecord::Inventory(r) => format!("{}:{}", r.product_id, r.warehouse_code),
+        }
+    }
+
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        match self {
+            PlatformRecord::Product(r) => r.updated_at,
+            PlatformRecord::Customer(r) => r.updated_at,
+            PlatformRecord::Order(r) => r.updated_at,
+            PlatformRecord::Invoice(r) => r.updated_at,
+            PlatformRecord::Inventory(r) => r.updated_at,
+        }
+    }
+}
+
+/// What an import brings back for one ERP record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedRecord {
+    pub external_id: String,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// A tombstone: the record was deleted at the ERP.
+    pub deleted: bool,
+    /// The fields, absent for tombstones.
+    pub data: Option<ImportedData>,
+    /// The ERP's record as received (for the log row).
+    pub raw: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ImportedData {
+    Product {
+        sku: String,
+        name: String,
+        description: Option<String>,
+        price: Decimal,
+        currency: Option<String>,
+        active: bool,
+    },
+    Customer {
+        email: String,
+        name: String,
+        company_name: Option<String>,
+        phone: Option<String>,
+        vat_number: Option<String>,
+    },
+    Inventory {
+        sku: String,
+        warehouse_code: String,
+        quantity: Decimal,
+    },
+}
+
+/// A decimal as a JSON number with the same digits. `numeric(14,4)` values have at most 15
+/// significant digits, which an f64 holds exactly enough that its shortest text is the
+/// decimal's own text: nothing is rounded.
+pub fn decimal_to_json(value: Decimal) -> serde_json::Value {
+    let normalized = value.normalize();
+    if normalized.scale() == 0
+        && let Ok(i) = i64::try_from(normalized.mantissa())
+    {
+        return serde_json::Value::from(i);
+    }
+    normalized
+        .to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map(serde_json::Value::Number)
+        .unwrap_or_else(|| serde_json::Value::String(normalized.to_string()))
+}
+
+/// Reads a JSON number (or numeric string) as a decimal, exactly as written.
+pub fn json_to_decimal(value: &serde_json::Value) -> Option<Decimal> {
+    match value {
+        serde_json::Value::Number(n) => n.to_string().parse::<Decimal>().ok().or_else(|| {
+            n.as_f64()
+                .and_then(|f| Decimal::from_scientific(&format!("{f:e}")).ok())
+        }),
+        serde_json::Value::String(s) => s.trim().parse::<Decimal>().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn decimals_become_json_numbers_with_the_same_digits() {
+        for (input, expected) in [
+            ("12.5000", "12.5"),
+            ("0.1000", "0.1"),
+            ("9999999999.9999", "9999999999.9999"),
+            ("20", "20"),
+            ("0.0001", "0.0001"),
+            ("123.45", "123.45"),
+        ] {
+            let json = decimal_to_json(Decimal::from_str(input).unwrap());
+            assert!(json.is_number(), "{input}");
+            assert_eq!(json.to_string(), expected, "{input}");
+            assert_eq!(
+                json_to_decimal(&json),
+                Some(Decimal::from_str(expected).unwrap())
+            );
+        }
+    }
+}

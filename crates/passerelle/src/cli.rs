@@ -1,0 +1,238 @@
+//! Command-line surface. Every command that prints data accepts `--output json`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "passerelle",
+    version,
+    about = "Keeps a B2B wholesale platform in sync with each tenant's ERP"
+)]
+pub struct Cli {
+    /// TOML configuration file; environment variables PASSERELLE__SECTION__KEY override it.
+    #[arg(long, global = true, env = "PASSERELLE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// How to print results: a table for people, JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database if needed and apply pending migrations (safe to run twice, or from
+    /// several processes at once).
+    Migrate,
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage the credential vault's keys.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+    /// Run the end-to-end demo against the built-in ERP sandbox.
+    Demo(DemoArgs),
+    /// Manage integrations (the seed's admin screens).
+    Integrations {
+        #[command(subcommand)]
+        command: IntegrationsCommand,
+    },
+    /// Enqueue a manual sync of an integration (served before scheduled jobs).
+    Sync(SyncArgs),
+    /// Run the scheduler role: enqueue due integrations.
+    Scheduler(SchedulerArgs),
+    /// Run the worker role: consume and execute sync jobs.
+    Worker(WorkerArgs),
+    /// Serve the ERP simulators on loopback.
+    Sandbox(SandboxArgs),
+    /// Measure throughput and latency (build with --release); see docs/performance.md.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Orders exported by the throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    pub orders: u32,
+    /// Manual syncs timed for the latency figure.
+    #[arg(long, default_value_t = 30)]
+    pub samples: usize,
+    /// Due integrations for the scheduler figure.
+    #[arg(long, default_value_t = 100_000)]
+    pub integrations: i64,
+    /// Requests in flight at once to the simulator during the throughput run (the custom API
+    /// connector's `concurrency` setting).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Requests per second the simulator allows (and the integration declares) in the
+    /// rate-limited run.
+    #[arg(long, default_value_t = 50)]
+    pub rate_limit: u32,
+    /// Orders exported in the rate-limited run.
+    #[arg(long, default_value_t = 1000)]
+    pub rate_limited_orders: i64,
+    /// Products exported to each ERP simulator under its (time-compressed) limit (a tenth of
+    /// them to SAP Business One, whose limit is per second, a third to Dynamics 365).
+    #[arg(long, default_value_t = 3000)]
+    pub erp_products: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Orders to seed for the demo tenant.
+    #[arg(long, default_value_t = 3000)]
+    pub orders: u32,
+    /// Keep the demo database from an earlier run instead of starting afresh.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrationsCommand {
+    /// Create an integration (status `inactive`, as in the seed).
+    Create(CreateArgs),
+    /// List integrations (not deleted).
+    List {
+        #[arg(long)]
+        tenant: Option<i64>,
+    },
+    /// Show one integration with its recent runs.
+    Show { id: i64 },
+    /// Change an integration; only the options given are changed.
+    Update(UpdateArgs),
+    /// Soft-delete an integration: logs and mappings stay for audit, syncing stops.
+    Delete { id: i64 },
+    /// Test the connection (the seed's test button): success sets `testing`, failure `error`.
+    Test { id: i64 },
+    /// Activate: scheduled integrations become due at once.
+    Activate { id: i64 },
+    /// Deactivate: no more scheduled syncs.
+    Deactivate { id: i64 },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub tenant: i64,
+    #[arg(long)]
+    pub name: String,
+    /// sap_b1, dynamics_365, sage, quickbooks, odoo, xero, netsuite or custom_api.
+    #[arg(long = "type")]
+    pub integration_type: String,
+    #[command(flatten)]
+    pub fields: IntegrationFields,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub id: i64,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub fields: IntegrationFields,
+}
+
+#[derive(Debug, Args)]
+pub struct IntegrationFields {
+    /// export, import or bidirectional.
+    #[arg(long)]
+    pub direction: Option<String>,
+    /// manual, hourly, daily or weekly.
+    #[arg(long)]
+    pub frequency: Option<String>,
+    /// Entities to sync, comma-separated: product,customer,order,invoice,inventory.
+    #[arg(long, value_delimiter = ',')]
+    pub entities: Option<Vec<String>>,
+    /// Settings as JSON, or @path to a JSON file.
+    #[arg(long)]
+    pub settings: Option<String>,
+    /// Credentials as JSON, or @path to a JSON file (stored encrypted; never printed).
+    #[arg(long)]
+    pub credentials: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    pub integration: i64,
+    /// Limit the run to these entities (repeatable); default: every enabled entity.
+    #[arg(long = "entity")]
+    pub entities: Vec<String>,
+    /// Wait for the run to finish, show progress, print its result; exit 1 if it failed, 3 if
+    /// some records were rejected.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (the run goes on).
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// One tick, then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Jobs at once (default from [worker] concurrency).
+    #[arg(long)]
+    pub concurrency: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    #[arg(long, default_value_t = 8700)]
+    pub port: u16,
+    /// Provision a custom-API account with this key (repeatable).
+    #[arg(long = "custom-api-key")]
+    pub custom_api_keys: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (defaults, file, environment) with secrets redacted.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Print a new random AES-256 key and the configuration lines that install it.
+    GenerateKey(GenerateKeyArgs),
+    /// Re-seal every stored credential under the active key, in batches; resumable.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateKeyArgs {
+    /// Id to suggest for the key in the printed configuration.
+    #[arg(long, default_value_t = default_key_id())]
+    pub key_id: String,
+}
+
+fn default_key_id() -> String {
+    chrono::Utc::now().format("k%Y%m%d").to_string()
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Rows re-sealed per transaction.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: i64,
+    /// Stop after this many batches (the rest is done by the next run).
+    #[arg(long)]
+    pub max_batches: Option<usize>,
+}

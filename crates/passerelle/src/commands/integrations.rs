@@ -1,0 +1,252 @@
+use crate::cli::{IntegrationFields, IntegrationsCommand, OutputFormat};
+use crate::service::{self, FieldsInput};
+use crate::{app, output};
+use anyhow::Context as _;
+use passerelle_core::IntegrationStatus;
+use passerelle_core::config::Settings;
+use passerelle_store::Integration;
+use std::process::ExitCode;
+
+/// Reads a JSON argument: inline JSON, or `@path` to a file holding it.
+fn json_arg(what: &str, raw: &str) -> anyhow::Result<serde_json::Value> {
+    let text = match raw.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {what} file {path}"))?,
+        None => raw.to_owned(),
+    };
+    serde_json::from_str(&text).with_context(|| format!("{what} is not valid JSON"))
+}
+
+fn fields(f: &IntegrationFields) -> anyhow::Result<FieldsInput> {
+    Ok(FieldsInput {
+        direction: f.direction.clone(),
+        frequency: f.frequency.clone(),
+        entities: f.entities.clone(),
+        settings: f
+            .settings
+            .as_deref()
+            .map(|s| json_arg("--settings", s))
+            .transpose()?,
+        credentials: f
+            .credentials
+            .as_deref()
+            .map(|s| json_arg("--credentials", s))
+            .transpose()?,
+    })
+}
+
+/// The JSON an admin sees: the row without its ciphertext, plus whether credentials are set
+/// and the success rate.
+pub fn view(i: &Integration) -> serde_json::Value {
+    let mut v = serde_json::to_value(i).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("credentials_set".into(), i.credentials.is_some().into());
+        obj.insert(
+            "success_rate".into(),
+            serde_json::json!((i.success_rate() * 10.0).round() / 10.0),
+        );
+        obj.insert("entities".into(), serde_json::json!(i.enabled_entities()));
+    }
+    v
+}
+
+fn describe(i: &Integration) -> String {
+    let opt = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+    };
+    let entities: Vec<String> = i.enabled_entities().iter().map(|e| e.to_string()).collect();
+    format!(
+        "id            {}\ntenant        {}\nname          {}\ntype          {} ({})\nstatus        {}\ndirection     {}\nentities      {}\nfrequency     {}\nlast sync     {}\nnext sync     {}\nsyncs         {} total, {} ok, {} failed ({:.1}% success)\nlast error    {}\ncredentials   {}\nsettings      {}\n",
+        i.id,
+        i.tenant_id,
+        i.name,
+        i.integration_type,
+        i.integration_type.display_name(),
+        i.status,
+        i.sync_direction,
+        entities.join(", "),
+        i.sync_frequency,
+        opt(i.last_sync_at),
+        opt(i.next_sync_at),
+        i.total_syncs,
+        i.successful_syncs,
+        i.failed_syncs,
+        i.success_rate(),
+        i.last_error.as_deref().unwrap_or("-"),
+        if i.credentials.is_some() {
+            "set (encrypted)"
+        } else {
+            "none"
+        },
+        i.settings
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "{}".into()),
+    )
+}
+
+pub async fn run(
+    settings: &Settings,
+    command: IntegrationsCommand,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let store = super::connect(settings).await?;
+    let ctx = app::connector_context(settings);
+    // Only commands that seal or open credentials need the key ring.
+    let vault = settings
+        .vault
+        .key_ring()
+        .map(passerelle_core::vault::Vault::new);
+    let need_vault = || {
+        vault.as_ref().map_err(|e| {
+            anyhow::anyhow!("this command stores or reads credentials and needs the vault key ring ([vault] in the configuration): {e}")
+        })
+    };
+    match command {
+        IntegrationsCommand::Create(args) => {
+            let input = fields(&args.fields)?;
+            let vault_ref = if input.credentials.is_some() {
+                Some(need_vault()?)
+            } else {
+                None
+            };
+            let created = service::create(
+                &store,
+                vault_ref,
+                &ctx,
+                args.tenant,
+                &args.name,
+                &args.integration_type,
+                &input,
+            )
+            .await?;
+            output::emit(format, &view(&created), || {
+                format!(
+                    "created integration {} ({}), status {}\n",
+                    created.id, created.name, created.status
+                )
+            })?;
+        }
+        IntegrationsCommand::List { tenant } => {
+            let list = store.list_integrations(tenant, None, None).await?;
+            let views: Vec<_> = list.iter().map(view).collect();
+            output::emit(format, &views, || {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.id.to_string(),
+                            i.tenant_id.to_string(),
+                            i.name.clone(),
+                            i.integration_type.to_string(),
+                            i.status.to_string(),
+                            i.sync_frequency.to_string(),
+                            i.last_sync_at
+                                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            format!("{:.1}%", i.success_rate()),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "ID",
+                        "TENANT",
+                        "NAME",
+                        "TYPE",
+                        "STATUS",
+                        "FREQUENCY",
+                        "LAST SYNC",
+                        "SUCCESS",
+                    ],
+                    &rows,
+                )
+            })?;
+        }
+        IntegrationsCommand::Show { id } => {
+            let i = store.integration(id).await?;
+            let runs = store.runs_for_integration(id, 5).await?;
+            let mut v = view(&i);
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("recent_runs".into(), serde_json::to_value(&runs)?);
+            }
+            output::emit(format, &v, || {
+                let mut out = describe(&i);
+                for r in &runs {
+                    out.push_str(&format!(
+                        "run           {} {} {} synced {} skipped {} failed {}{}\n",
+                        r.id,
+                        r.trigger,
+                        r.status,
+                        r.records_synced,
+                        r.records_skipped,
+                        r.records_failed,
+                        r.error
+                            .as_deref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    ));
+                }
+                out
+            })?;
+        }
+        IntegrationsCommand::Update(args) => {
+            let input = fields(&args.fields)?;
+            let vault_ref = if input.credentials.is_some() {
+                Some(need_vault()?)
+            } else {
+                None
+            };
+            let updated =
+                service::update(&store, vault_ref, &ctx, args.id, args.name, &input).await?;
+            output::emit(format, &view(&updated), || {
+                format!("updated integration {}\n", updated.id)
+            })?;
+        }
+        IntegrationsCommand::Delete { id } => {
+            let deleted = store
+                .soft_delete_integration(id, chrono::Utc::now())
+                .await?;
+            output::emit(format, &view(&deleted), || {
+                format!("deleted integration {id} (logs and mappings are kept)\n")
+            })?;
+        }
+        IntegrationsCommand::Activate { id } | IntegrationsCommand::Deactivate { id } => {
+            let status = if matches!(command, IntegrationsCommand::Activate { .. }) {
+                IntegrationStatus::Active
+            } else {
+                IntegrationStatus::Inactive
+            };
+            let updated = service::set_status(&store, id, status).await?;
+            output::emit(format, &view(&updated), || {
+                format!("integration {id} is now {}\n", updated.status)
+            })?;
+        }
+        IntegrationsCommand::Test { id } => {
+            let vault = need_vault()?;
+            let (integration, result) = service::test(&store, vault, &ctx, id).await?;
+            let ok = result.is_ok();
+            let value = match &result {
+                Ok(t) => {
+                    serde_json::json!({"success": true, "message": t.message, "response_time_ms": t.response_time_ms, "status": integration.status})
+                }
+                Err(e) => {
+                    serde_json::json!({"success": false, "error": e, "status": integration.status})
+                }
+            };
+            output::emit(format, &value, || match &result {
+                Ok(t) => format!(
+                    "connection OK in {} ms: {}; status {}\n",
+                    t.response_time_ms, t.message, integration.status
+                ),
+                Err(e) => format!("connection FAILED: {e}; status {}\n", integration.status),
+            })?;
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,84 @@
+use crate::cli::{OutputFormat, SyncArgs};
+use crate::{output, service, worker};
+use passerelle_core::RunStatus;
+use passerelle_core::config::Settings;
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+pub async fn run(
+    settings: &Settings,
+    args: SyncArgs,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let store = super::connect(settings).await?;
+    let (broker, publisher) = worker::connect_publisher(settings).await?;
+    let run = service::trigger_sync(&store, &publisher, args.integration, &args.entities).await;
+    broker.close().await;
+    let run = run?;
+    if !args.wait {
+        output::emit(format, &run, || {
+            format!(
+                "enqueued run {} for integration {}\n",
+                run.id, run.integration_id
+            )
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let started = Instant::now();
+    let show_progress = format == OutputFormat::Table || std::io::stderr().is_terminal();
+    let mut last_shown = None;
+    loop {
+        let Some(current) = store.run(run.id).await? else {
+            anyhow::bail!("run {} disappeared (its integration was deleted?)", run.id);
+        };
+        let counts = (
+            current.status,
+            current.records_synced,
+            current.records_skipped,
+            current.records_failed,
+        );
+        if show_progress && last_shown != Some(counts) {
+            eprintln!(
+                "run {}: {} — synced {}, skipped {}, failed {}",
+                current.id,
+                current.status,
+                current.records_synced,
+                current.records_skipped,
+                current.records_failed
+            );
+            last_shown = Some(counts);
+        }
+        if current.status.is_terminal() {
+            output::emit(format, &current, || {
+                format!(
+                    "run {} {} in {:.1}s: synced {}, skipped {}, failed {}{}\n",
+                    current.id,
+                    current.status,
+                    started.elapsed().as_secs_f64(),
+                    current.records_synced,
+                    current.records_skipped,
+                    current.records_failed,
+                    current
+                        .error
+                        .as_deref()
+                        .map(|e| format!("\n  {e}"))
+                        .unwrap_or_default()
+                )
+            })?;
+            return Ok(match current.status {
+                RunStatus::Succeeded => ExitCode::SUCCESS,
+                RunStatus::Partial => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            });
+        }
+        if started.elapsed() > Duration::from_secs(args.timeout) {
+            eprintln!(
+                "gave up waiting after {} s; run {} is still {} and goes on",
+                args.timeout, current.id, current.status
+            );
+            return Ok(ExitCode::from(4));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,453 @@
+//! One job, from taking the lease to the outcome the caller turns into an ack.
+
+use super::{export, import};
+use passerelle_connectors::{Connector, ConnectorContext, ConnectorError};
+use passerelle_core::config::Settings;
+use passerelle_core::job::{Continuation, Step, SyncJob, TraceParent};
+use passerelle_core::vault::Vault;
+use passerelle_core::{Entity, LogDirection, RunStatus};
+use passerelle_queue::Publisher;
+use passerelle_store::{BeginOutcome, Integration, LeaseToken, Store, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// What a worker needs to run jobs.
+pub struct JobContext {
+    pub store: Store,
+    pub vault: Vault,
+    pub publisher: Publisher,
+    pub connectors: ConnectorContext,
+    /// This process's name; each job's lease owner is this plus a unique suffix, so two
+    /// deliveries of one run in the same process are as exclusive as in two processes.
+    pub owner: String,
+    pub settings: Settings,
+    /// Cancelled at shutdown: jobs stop at the next chunk boundary and yield.
+    pub stop: CancellationToken,
+}
+
+/// What to do with the message once the job returns.
+#[derive(Debug)]
+pub enum JobOutcome {
+    /// Everything is recorded (or there was nothing to do): ack.
+    Done,
+    /// Publish `job` to a delay queue, then ack.
+    Retry { job: SyncJob, delay: Duration },
+    /// Publish the continuation to the same lane, then ack.
+    Continue { job: SyncJob },
+    /// Publish to the dead-letter queue with the reason, then ack.
+    DeadLetter { reason: String },
+    /// Leave the message to be redelivered (the process is stopping, or another worker owns
+    /// the run now).
+    Abandon,
+}
+
+/// How a step ended.
+pub(super) enum StepEnd {
+    Complete,
+    /// Time budget used up or shutdown requested: continue in a new message.
+    Yield,
+    Retry {
+        error: ConnectorError,
+    },
+    Fail {
+        error: String,
+        auth: bool,
+    },
+}
+
+/// Everything a step needs.
+pub(super) struct StepContext<'a> {
+    pub ctx: &'a JobContext,
+    pub integration: &'a Integration,
+    pub connector: &'a Arc<dyn Connector>,
+    pub lease: &'a LeaseToken,
+    pub deadline: Instant,
+}
+
+impl StepContext<'_> {
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.ctx.settings.worker.lease_ttl_secs)
+    }
+
+    pub fn chunk_size(&self) -> i64 {
+        i64::from(self.ctx.settings.worker.chunk_size.max(1))
+    }
+
+    /// Whether to stop at this chunk boundary.
+    pub fn should_yield(&self) -> bool {
+        self.ctx.stop.is_cancelled() || Instant::now() >= self.deadline
+    }
+}
+
+pub async fn run_job(ctx: &JobContext, job: &SyncJob, trace: &TraceParent) -> JobOutcome {
+    let ttl = Duration::from_secs(ctx.settings.worker.lease_ttl_secs);
+    let owner = format!(
+        "{}/{}",
+        ctx.owner,
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let began = match ctx
+        .store
+        .begin_run(job.run_id, &owner, ttl, job.attempt)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => return infrastructure_retry(ctx, job, &e).await,
+    };
+    let (run, integration) = match began {
+        BeginOutcome::Started(started) => *started,
+        BeginOutcome::Missing => {
+            warn!("run not found (its integration was deleted?); dropping the message");
+            return JobOutcome::Done;
+        }
+        BeginOutcome::AlreadyFinished(run) => {
+            info!(status = %run.status, "run already finished; duplicate delivery dropped");
+            return JobOutcome::Done;
+        }
+        BeginOutcome::Cancelled(_) => {
+            info!("integration no longer active; run cancelled");
+            return JobOutcome::Done;
+        }
+        BeginOutcome::Busy {
+            holder_run,
+            expires_in,
+        } => {
+            info!(%holder_run, "integration busy with another sync; retrying later");
+            // Not a failure of this run: the attempt count stays.
+            return JobOutcome::Retry {
+                job: job.clone(),
+                delay: expires_in.max(Duration::from_secs(1)),
+            };
+        }
+    };
+    let lease = LeaseToken {
+        integration_id: integration.id,
+        run_id: run.id,
+        owner,
+    };
+    info!(trace_id = %trace.trace_id, "run started");
+
+    // Heartbeats keep the lease while a slow ERP call is in flight; a lost lease stops us.
+    let lost = CancellationToken::new();
+    let heartbeat = {
+        let store = ctx.store.clone();
+        let lease = lease.clone();
+        let lost = lost.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ttl / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match store.heartbeat(&lease, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        lost.cancel();
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "heartbeat failed; will try again"),
+                }
+            }
+        })
+    };
+    let outcome = tokio::select! {
+        // Biased: when the steps have finished (and released the lease themselves), their
+        // outcome wins over a heartbeat that just found the lease gone.
+        biased;
+        outcome = run_steps(ctx, job, &integration, &lease) => outcome,
+        _ = lost.cancelled() => lease_lost(job, ttl),
+    };
+    heartbeat.abort();
+    outcome
+}
+
+async fn run_steps(
+    ctx: &JobContext,
+    job: &SyncJob,
+    integration: &Integration,
+    lease: &LeaseToken,
+) -> JobOutcome {
+    let fail =
+        |message: String, auth: bool| finish(ctx, lease, RunStatus::Failed, Some(message), auth);
+    let credentials = match integration.open_credentials(&ctx.vault) {
+        Ok(c) => c,
+        // A key this worker lacks (a rotation rolling out): another worker may have it, so
+        // this is retried rather than blamed on the integration.
+        Err(
+            e @ StoreError::Vault {
+                source: passerelle_core::vault::VaultError::MissingKey { .. },
+                ..
+            },
+        ) => {
+            let continuation = job.continuation.clone().unwrap_or_default();
+            let error = ConnectorError::transient(e.to_string());
+            return retry_later(ctx, job, lease, &continuation, error).await;
+        }
+        Err(e) => return fail(format!("cannot open the credentials: {e}"), true).await,
+    };
+    // Rotated credentials are stored under this run's lease.
+    let connector_ctx = passerelle_connectors::ConnectorContext {
+        credential_store: Some(std::sync::Arc::new(
+            super::credentials::LeasedCredentialStore {
+                store: ctx.store.clone(),
+                vault: ctx.vault.clone(),
+                integration: integration.clone(),
+                lease: lease.clone(),
+            },
+        )),
+        ..ctx.connectors.clone()
+    };
+    let connector = match passerelle_connectors::build(
+        integration.integration_type,
+        integration.settings.as_ref(),
+        credentials.as_ref(),
+        &connector_ctx,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            let auth = matches!(e, ConnectorError::Auth { .. });
+            return fail(e.to_string(), auth).await;
+        }
+    };
+    let steps = plan(job, integration, connector.as_ref());
+    let deadline = Instant::now() + Duration::from_secs(ctx.settings.worker.time_budget_secs);
+    let mut continuation = job.continuation.clone().unwrap_or_default();
+    let step_ctx = StepContext {
+        ctx,
+        integration,
+        connector: &connector,
+        lease,
+        deadline,
+    };
+    for step in steps {
+        if continuation.completed.contains(&step) {
+            continue;
+        }
+        let end = match step.direction {
+            LogDirection::Export => export::run_step(&step_ctx, step.entity).await,
+            LogDirection::Import => import::run_step(&step_ctx, step.entity).await,
+        };
+        let end = match end {
+            Ok(end) => end,
+            Err(StoreError::LeaseLost { .. }) => {
+                return lease_lost(job, Duration::from_secs(ctx.settings.worker.lease_ttl_secs));
+            }
+            Err(e) => return infrastructure_retry_started(ctx, job, lease, &e).await,
+        };
+        match end {
+            StepEnd::Complete => continuation.completed.push(step),
+            StepEnd::Yield => {
+                continuation.segment += 1;
+                let mut next = job.clone();
+                next.continuation = Some(continuation);
+                match ctx.store.requeue_run(lease, job.attempt, None).await {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost { .. }) => {
+                        return lease_lost(
+                            job,
+                            Duration::from_secs(ctx.settings.worker.lease_ttl_secs),
+                        );
+                    }
+                    Err(e) => return infrastructure_retry(ctx, job, &e).await,
+                }
+                info!(
+                    segment = next.continuation.as_ref().map_or(0, |c| c.segment),
+                    "run yielded; continuation published"
+                );
+                return JobOutcome::Continue { job: next };
+            }
+            StepEnd::Retry { error } => {
+                return retry_later(ctx, job, lease, &continuation, error).await;
+            }
+            StepEnd::Fail { error, auth } => return fail(error, auth).await,
+        }
+    }
+    let status = match ctx.store.run(lease.run_id).await {
+        Ok(Some(run)) if run.records_failed > 0 => RunStatus::Partial,
+        Ok(_) => RunStatus::Succeeded,
+        Err(e) => return infrastructure_retry_started(ctx, job, lease, &e).await,
+    };
+    let summary = match ctx.store.run(lease.run_id).await {
+        Ok(Some(run)) if run.records_failed > 0 => Some(format!(
+            "{} record(s) were rejected by the ERP; see the failed logs",
+            run.records_failed
+        )),
+        _ => None,
+    };
+    finish(ctx, lease, status, summary, false).await
+}
+
+/// The (entity, direction) steps of a run: the requested (or enabled) entities, in both
+/// directions as configured, where the connector supports them.
+fn plan(job: &SyncJob, integration: &Integration, connector: &dyn Connector) -> Vec<Step> {
+    let entities: Vec<Entity> = if job.entities.is_empty() {
+        integration.enabled_entities()
+    } else {
+        job.entities.clone()
+    };
+    let caps = connector.capabilities();
+    let mut steps = Vec::new();
+    // Imports first: stock and products brought in are then current when orders go out.
+    if integration.sync_direction.imports() {
+        for entity in &entities {
+            if caps.import.contains(entity) {
+                steps.push(Step {
+                    entity: *entity,
+                    direction: LogDirection::Import,
+                });
+            }
+        }
+    }
+    if integration.sync_direction.exports() {
+        for entity in &entities {
+            if caps.export.contains(entity) {
+                steps.push(Step {
+                    entity: *entity,
+                    direction: LogDirection::Export,
+                });
+            }
+        }
+    }
+    steps
+}
+
+async fn finish(
+    ctx: &JobContext,
+    lease: &LeaseToken,
+    status: RunStatus,
+    error: Option<String>,
+    auth: bool,
+) -> JobOutcome {
+    let threshold = ctx.settings.sync.error_after_consecutive_failures;
+    match ctx
+        .store
+        .finish_run(lease, status, error.as_deref(), threshold, auth)
+        .await
+    {
+        Ok(recorded) => {
+            if recorded.entered_error {
+                // The alert event: one structured line an alerting pipeline can match on.
+                error!(
+                    alert = "integration_error",
+                    integration_id = lease.integration_id,
+                    consecutive_failures = recorded.integration.consecutive_failures,
+                    last_error = recorded.integration.last_error.as_deref().unwrap_or(""),
+                    "integration set to error"
+                );
+            }
+            info!(status = %status, "run finished");
+            JobOutcome::Done
+        }
+        Err(StoreError::LeaseLost { .. }) => {
+            warn!("the run was taken over before it could be recorded as finished");
+            JobOutcome::Done
+        }
+        Err(e) => {
+            error!(error = %e, "cannot record the end of the run; the message will be redelivered");
+            JobOutcome::Abandon
+        }
+    }
+}
+
+/// Our lease was taken (it expired: a long pause, a partition). If another worker took this
+/// same run over, it finishes it and our retry will find it finished or busy; if another run
+/// took the integration, this run must not be stranded: it comes back after a lease period.
+fn lease_lost(job: &SyncJob, ttl: Duration) -> JobOutcome {
+    warn!("lease lost mid-run; this run will be looked at again after a lease period");
+    JobOutcome::Retry {
+        job: job.clone(),
+        delay: ttl,
+    }
+}
+
+fn retry_delay(ctx: &JobContext, attempt: u32, asked: Option<Duration>) -> Duration {
+    let tiers = &ctx.settings.amqp.retry_delays_secs;
+    let index = usize::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(tiers.len().saturating_sub(1));
+    let tier = Duration::from_secs(tiers.get(index).copied().unwrap_or(5));
+    // The ERP's own figure wins when it gave one; the broker rounds up to a tier.
+    asked.map_or(tier, |a| a.max(Duration::from_secs(1)))
+}
+
+async fn retry_later(
+    ctx: &JobContext,
+    job: &SyncJob,
+    lease: &LeaseToken,
+    continuation: &Continuation,
+    error: ConnectorError,
+) -> JobOutcome {
+    // A 429 is the ERP pacing us, not a failure of the run: it does not use up an attempt.
+    let rate_limited = matches!(error, ConnectorError::RateLimited { .. });
+    let attempt = if rate_limited {
+        job.attempt
+    } else {
+        job.attempt + 1
+    };
+    let message = error.to_string();
+    if attempt >= ctx.settings.worker.max_attempts {
+        let reason = format!("gave up after {attempt} attempts: {message}");
+        if let JobOutcome::Abandon =
+            finish(ctx, lease, RunStatus::Failed, Some(reason.clone()), false).await
+        {
+            return JobOutcome::Abandon;
+        }
+        return JobOutcome::DeadLetter { reason };
+    }
+    match ctx.store.requeue_run(lease, attempt, Some(&message)).await {
+        Ok(()) => {}
+        Err(StoreError::LeaseLost { .. }) => {
+            return lease_lost(job, Duration::from_secs(ctx.settings.worker.lease_ttl_secs));
+        }
+        Err(e) => return infrastructure_retry(ctx, job, &e).await,
+    }
+    let mut next = job.clone();
+    next.attempt = attempt;
+    next.continuation = Some(continuation.clone()).filter(|c| !c.completed.is_empty());
+    let delay = retry_delay(ctx, attempt.max(1), error.retry_after());
+    let longest = Duration::from_secs(
+        ctx.settings
+            .amqp
+            .retry_delays_secs
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(5),
+    );
+    next.not_before = (delay > longest)
+        .then(|| chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+    warn!(error = %message, attempt, "run will be retried");
+    JobOutcome::Retry { job: next, delay }
+}
+
+/// A database or broker problem: try the message again later. When giving up, the run is
+/// failed too (best effort: the database may be what is failing), so it is not stranded.
+async fn infrastructure_retry(ctx: &JobContext, job: &SyncJob, e: &StoreError) -> JobOutcome {
+    error!(error = %e, "infrastructure error; the job will be retried");
+    let mut next = job.clone();
+    next.attempt = job.attempt + 1;
+    if next.attempt >= ctx.settings.worker.max_attempts {
+        let reason = format!("gave up after {} attempts: {e}", next.attempt);
+        if let Err(fail_error) = ctx.store.fail_unstarted_run(job.run_id, &reason).await {
+            warn!(error = %fail_error, "cannot mark the run failed; the scheduler's reaper will");
+        }
+        return JobOutcome::DeadLetter { reason };
+    }
+    let delay = retry_delay(ctx, next.attempt, None);
+    JobOutcome::Retry { job: next, delay }
+}
+
+async fn infrastructure_retry_started(
+    ctx: &JobContext,
+    job: &SyncJob,
+    lease: &LeaseToken,
+    e: &StoreError,
+) -> JobOutcome {
+    // Best effort: free the lease so the retry is not blocked until it expires.
+    let _ = ctx
+        .store
+        .requeue_run(lease, job.attempt + 1, Some(&e.to_string()))
+        .await;
+    infrastructure_retry(ctx, job, e).await
+}

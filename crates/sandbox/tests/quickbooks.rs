@@ -1,0 +1,499 @@
+//! The QuickBooks Online simulator over real HTTP, against Intuit's documented behaviour
+//! (`shared/erp/APIS.md`) and the XSD element names.
+
+// Tests fail loudly on the first unexpected error; that is what unwrap is for here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use base64::Engine;
+use chrono::{Duration as TimeDelta, SecondsFormat, Utc};
+use passerelle_sandbox::Sandbox;
+use passerelle_sandbox::quickbooks::{Fault, QuickBooksAppConfig, QuickBooksLimits};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+const REALM: &str = "9130357766900456";
+const CLIENT_ID: &str = "qb-client";
+const SECRET: &str = "qb-s3cret";
+const FIRST_REFRESH: &str = "AB11-from-consent";
+
+struct Qb {
+    sandbox: Sandbox,
+    http: Client,
+    access: String,
+}
+
+fn app() -> QuickBooksAppConfig {
+    QuickBooksAppConfig {
+        refresh_token: Some(FIRST_REFRESH.into()),
+        ..QuickBooksAppConfig::new(CLIENT_ID, SECRET, REALM)
+    }
+}
+
+async fn qb_with(config: QuickBooksAppConfig) -> Qb {
+    let sandbox = Sandbox::start(0).await.unwrap();
+    sandbox.quickbooks().try_add_app(config).unwrap();
+    let mut qb = Qb {
+        sandbox,
+        http: Client::new(),
+        access: String::new(),
+    };
+    let tokens = qb.refresh(FIRST_REFRESH, SECRET).await;
+    assert_eq!(tokens.status(), StatusCode::OK);
+    let tokens: Value = tokens.json().await.unwrap();
+    qb.access = tokens["access_token"].as_str().unwrap().to_owned();
+    qb
+}
+
+async fn qb() -> Qb {
+    qb_with(app()).await
+}
+
+impl Qb {
+    async fn refresh(&self, token: &str, secret: &str) -> Response {
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{secret}"));
+        self.http
+            .post(format!(
+                "{}/oauth2/v1/tokens/bearer",
+                self.sandbox.quickbooks_url()
+            ))
+            .header("Authorization", format!("Basic {basic}"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("grant_type=refresh_token&refresh_token={token}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v3/company/{REALM}{path}", self.sandbox.quickbooks_url())
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.access)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> (StatusCode, Value) {
+        let url = url::Url::parse_with_params(&self.url(path), query).unwrap();
+        let r = self
+            .http
+            .get(url)
+            .bearer_auth(&self.access)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn first_error(body: &Value) -> (&str, &str) {
+    let e = &body["Fault"]["Error"][0];
+    (e["code"].as_str().unwrap(), e["Message"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_the_replaced_one_dies_after_its_grace() {
+    let qb = qb_with(QuickBooksAppConfig {
+        refresh_rotation_secs: 0,
+        refresh_grace_secs: 0,
+        ..app()
+    })
+    .await;
+    // The fixture's refresh rotated the consent's token: it is dead now (no grace).
+    let again = qb.refresh(FIRST_REFRESH, SECRET).await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    let wrong_secret = qb.refresh(FIRST_REFRESH, "nope").await;
+    assert_eq!(wrong_secret.status(), StatusCode::UNAUTHORIZED);
+    let stats = qb.sandbox.quickbooks().stats(REALM).unwrap();
+    assert_eq!((stats.token_refreshes, stats.rejected_refreshes), (1, 2));
+}
+
+#[tokio::test]
+async fn a_young_refresh_token_is_kept_and_expired_access_tokens_get_401() {
+    let qb = qb().await;
+    let tokens: Value = qb
+        .refresh(FIRST_REFRESH, SECRET)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tokens["refresh_token"], FIRST_REFRESH);
+    assert_eq!(
+        (tokens["token_type"].as_str(), tokens["expires_in"].as_i64()),
+        (Some("bearer"), Some(3600))
+    );
+    assert!(tokens["x_refresh_token_expires_in"].as_i64().unwrap() > 8_000_000);
+    assert_eq!(
+        qb.get(&format!("/companyinfo/{REALM}"), &[]).await.0,
+        StatusCode::OK
+    );
+    assert!(qb.sandbox.quickbooks().expire_access_tokens(CLIENT_ID) >= 1);
+    let (status, body) = qb.get(&format!("/companyinfo/{REALM}"), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(first_error(&body).0, "3200");
+    assert!(first_error(&body).1.contains("AuthenticationFailed"));
+}
+
+#[tokio::test]
+async fn creates_updates_with_sync_token_and_stale_object_errors() {
+    let qb = qb().await;
+    let (status, body) = qb
+        .post(
+            "/customer",
+            json!({"DisplayName": "Acme", "PrimaryEmailAddr": {"Address": "a@acme.example"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let customer = &body["Customer"];
+    assert_eq!(customer["SyncToken"], "0");
+    let id = customer["Id"].as_str().unwrap();
+    let (status, body) = qb.post("/customer", json!({"DisplayName": "ACME"})).await;
+    assert_eq!(
+        (status, first_error(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            ("6240", "Duplicate Name Exists Error")
+        )
+    );
+    assert_eq!(body["Fault"]["type"], "ValidationFault");
+    assert!(body["time"].is_string());
+    let (status, body) = qb
+        .post(
+            "/customer",
+            json!({"Id": id, "SyncToken": "0", "sparse": true, "CompanyName": "Acme Ltd"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            body["Customer"]["SyncToken"].as_str(),
+            body["Customer"]["DisplayName"].as_str()
+        ),
+        (Some("1"), Some("Acme"))
+    );
+    let (status, body) = qb
+        .post(
+            "/customer",
+            json!({"Id": id, "SyncToken": "0", "sparse": true}),
+        )
+        .await;
+    assert_eq!(
+        (status, first_error(&body)),
+        (StatusCode::BAD_REQUEST, ("5010", "Stale Object Error"))
+    );
+    let (status, body) = qb
+        .post(
+            "/item",
+            json!({"Name": "Widget", "Colour": "red", "IncomeAccountRef": {"value": "79"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, first_error(&body).0),
+        (StatusCode::BAD_REQUEST, "2010")
+    );
+    let stats = qb.sandbox.quickbooks().stats(REALM).unwrap();
+    assert_eq!(
+        (
+            stats.creates["Customer"],
+            stats.updates["Customer"],
+            stats.stale_updates
+        ),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_requestid_replays_the_first_answer() {
+    let qb = qb().await;
+    let item = json!({"Name": "Widget", "Sku": "W-1", "IncomeAccountRef": {"value": "79"}});
+    let first = qb.post("/item?requestid=req-1", item.clone()).await;
+    let second = qb.post("/item?requestid=req-1", item).await;
+    assert_eq!(first, second);
+    let stats = qb.sandbox.quickbooks().stats(REALM).unwrap();
+    assert_eq!(
+        (
+            stats.creates["Item"],
+            stats.replays,
+            stats.creates_by_requestid["req-1"]
+        ),
+        (1, 1, 1)
+    );
+    let long = "x".repeat(51);
+    assert_eq!(
+        qb.post(&format!("/item?requestid={long}"), json!({"Name": "Other"}))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_item_by_bid_with_its_own_fault() {
+    let qb = qb().await;
+    let (status, body) = qb
+        .post(
+            "/batch?requestid=batch-1",
+            json!({"BatchItemRequest": [
+                {"bId": "1", "operation": "create", "Customer": {"DisplayName": "One"}},
+                {"bId": "2", "operation": "create", "Customer": {"DisplayName": "One"}},
+                {"bId": "3", "Query": "select * from Customer where DisplayName = 'One'"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let responses = body["BatchItemResponse"].as_array().unwrap();
+    assert_eq!(responses[0]["Customer"]["DisplayName"], "One");
+    assert_eq!(responses[1]["bId"], "2");
+    assert_eq!(responses[1]["Fault"]["Error"][0]["code"], "6240");
+    assert_eq!(
+        responses[2]["QueryResponse"]["Customer"][0]["DisplayName"],
+        "One"
+    );
+    let too_many: Vec<Value> = (0..31).map(|i| json!({"bId": i.to_string(), "operation": "create", "Customer": {"DisplayName": format!("C{i}")}})).collect();
+    let (status, _) = qb
+        .post("/batch", json!({"BatchItemRequest": too_many}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        qb.sandbox.quickbooks().stats(REALM).unwrap().batch_requests,
+        2
+    );
+}
+
+#[tokio::test]
+async fn query_and_cdc_find_records_by_reference_and_change_time() {
+    let qb = qb().await;
+    let before = Utc::now() - TimeDelta::seconds(1);
+    qb.post(
+        "/customer",
+        json!({"DisplayName": "O'Brien Ltd", "PrimaryEmailAddr": {"Address": "ob@x.example"}}),
+    )
+    .await;
+    qb.sandbox.quickbooks().upsert_record(REALM, "Item", json!({"Name": "Stocked", "Sku": "S-1", "Type": "Inventory", "TrackQtyOnHand": true, "QtyOnHand": 4}));
+    let (status, body) = qb
+        .get("/query", &[("query", "select * from Customer where DisplayName in ('O\\'Brien Ltd', 'x') and PrimaryEmailAddr = 'ob@x.example'")])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["QueryResponse"]["Customer"].as_array().unwrap().len(),
+        1
+    );
+    let (_, body) = qb
+        .get(
+            "/query",
+            &[(
+                "query",
+                "select * from Customer where DisplayName = 'nobody'",
+            )],
+        )
+        .await;
+    assert_eq!(body["QueryResponse"], json!({}));
+    let since = before.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let (status, body) = qb
+        .get(
+            "/cdc",
+            &[("entities", "Customer,Item"), ("changedSince", &since)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let responses = body["CDCResponse"][0]["QueryResponse"].as_array().unwrap();
+    assert_eq!(responses[0]["Customer"].as_array().unwrap().len(), 1);
+    assert_eq!(responses[1]["Item"][0]["QtyOnHand"], 4);
+    let old = (Utc::now() - TimeDelta::days(31)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    assert_eq!(
+        qb.get("/cdc", &[("entities", "Item"), ("changedSince", &old)])
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn over_the_limits_answers_429_throttle_exceeded_and_counts_violations() {
+    let qb = qb_with(QuickBooksAppConfig {
+        limits: QuickBooksLimits {
+            per_minute: Some(3),
+            minute_window_ms: 60_000,
+            ..QuickBooksLimits::default()
+        },
+        ..app()
+    })
+    .await;
+    let path = format!("/companyinfo/{REALM}");
+    for _ in 0..3 {
+        assert_eq!(qb.get(&path, &[]).await.0, StatusCode::OK);
+    }
+    let (status, body) = qb.get(&path, &[]).await;
+    assert_eq!(
+        (status, first_error(&body).0),
+        (StatusCode::TOO_MANY_REQUESTS, "3001")
+    );
+    qb.get(&path, &[]).await;
+    let stats = qb.sandbox.quickbooks().stats(REALM).unwrap();
+    assert_eq!(
+        (
+            stats.rate_limited,
+            stats.violations,
+            stats.max_requests_in_window
+        ),
+        (2, 1, 3)
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_response_still_creates_and_the_requestid_replays_it() {
+    let qb = qb().await;
+    qb.sandbox.quickbooks().inject(
+        REALM,
+        Fault::DropResponse {
+            times: 1,
+            method: Some("POST".into()),
+            path_contains: None,
+        },
+    );
+    let item = json!({"Name": "Widget", "IncomeAccountRef": {"value": "79"}});
+    let (status, _) = qb.post("/item?requestid=r-9", item.clone()).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let (status, body) = qb.post("/item?requestid=r-9", item).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["Item"]["Name"], "Widget");
+    assert_eq!(
+        qb.sandbox.quickbooks().stats(REALM).unwrap().creates["Item"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn admin_endpoints_provision_inject_seed_and_report() {
+    let sandbox = Sandbox::start(0).await.unwrap();
+    let http = Client::new();
+    let admin = |path: &str| format!("{}/_sandbox{path}", sandbox.quickbooks_url());
+    let app = json!({"client_id": "admin-app", "client_secret": "s3cret", "realms": ["42"], "refresh_token": "AB11-admin"});
+    assert_eq!(
+        http.post(admin("/apps"))
+            .json(&app)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    let bad = json!({"client_id": "x", "client_secret": "y", "realms": ["not-digits"]});
+    assert_eq!(
+        http.post(admin("/apps"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    let seeded: Value = http
+        .post(admin("/realms/42/records/Item"))
+        .json(&json!({"Name": "Seeded", "Sku": "S"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(seeded["Id"].is_string());
+    let fault = json!({"kind": "status", "status": 503, "times": 1});
+    assert_eq!(
+        http.post(admin("/realms/42/faults"))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    let records: Value = http
+        .get(admin("/realms/42/records/item"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(records[0]["Name"], "Seeded");
+    let stats: Value = http
+        .get(admin("/realms/42/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["creates"]["Item"], 0,
+        "seeds are not creates: {stats}"
+    );
+    let expired: Value = http
+        .post(admin("/apps/admin-app/expire-access-tokens"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(expired["expired"], 0);
+    assert_eq!(
+        http.get(admin("/realms/7/stats"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_limit_are_throttled() {
+    let qb = qb_with(QuickBooksAppConfig {
+        limits: QuickBooksLimits {
+            concurrent: Some(2),
+            ..QuickBooksLimits::default()
+        },
+        ..app()
+    })
+    .await;
+    qb.sandbox.quickbooks().inject(
+        REALM,
+        Fault::Latency {
+            ms: 300,
+            times: 2,
+            method: None,
+            path_contains: None,
+        },
+    );
+    let path = format!("/companyinfo/{REALM}");
+    let (a, b, c) = tokio::join!(qb.get(&path, &[]), qb.get(&path, &[]), async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        qb.get(&path, &[]).await
+    });
+    assert_eq!(
+        (a.0, b.0, c.0),
+        (
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        )
+    );
+    let stats = qb.sandbox.quickbooks().stats(REALM).unwrap();
+    assert_eq!((stats.max_concurrent_requests, stats.rate_limited), (2, 1));
+}

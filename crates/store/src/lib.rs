@@ -1,0 +1,88 @@
+//! Postgres access for every Passerelle role: migrations, integrations and their counters,
+//! logs, ID mappings, sync runs and vault rotation.
+//!
+//! This crate owns all SQL. It knows nothing of RabbitMQ or of any one ERP; callers pass in
+//! the current time (from their [`passerelle_core::Clock`]) wherever a decision depends on it.
+
+pub mod demo;
+pub mod integrations;
+pub mod limiter;
+pub mod logs;
+pub mod mappings;
+pub mod migrate;
+pub mod rotation;
+pub mod runs;
+pub mod sync;
+
+use passerelle_core::vault::VaultError;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use integrations::{Integration, IntegrationPatch, NewIntegration, RecordedSync};
+pub use logs::{IntegrationLog, LogFilter, NewLog};
+pub use mappings::{Mapping, MappingFilter};
+pub use migrate::{MIGRATOR, ensure_database, migrate};
+pub use rotation::{RotationProgress, RotationReport, rotate_credentials};
+pub use runs::{BeginOutcome, LeaseToken, SyncRun};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    #[error(
+        "the database's applied migrations differ from this binary's: {detail}. Refusing to run against it; use the passerelle release that migrated it, or restore the database"
+    )]
+    MigrationMismatch { detail: String },
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("integration {id} not found")]
+    IntegrationNotFound { id: i64 },
+    #[error("integration {integration_id}: {source}")]
+    Vault {
+        integration_id: i64,
+        #[source]
+        source: VaultError,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "the lease on integration {integration_id} was lost (it expired and another worker took the run over); this worker stopped without committing"
+    )]
+    LeaseLost { integration_id: i64 },
+}
+
+/// A pool of connections to the Passerelle database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects lazily-validated: fails fast with a clear error if the server is unreachable.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}

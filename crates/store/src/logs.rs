@@ -1,0 +1,133 @@
+//! `integration_logs`: one row per record operation (seed `createLog` and the log scopes).
+
+use crate::{Store, StoreError};
+use chrono::{DateTime, Duration, Utc};
+use passerelle_core::{LogAction, LogDirection, LogEntityType, LogStatus};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct IntegrationLog {
+    pub id: i64,
+    pub integration_id: i64,
+    pub tenant_id: i64,
+    pub entity_type: Option<LogEntityType>,
+    pub entity_id: Option<String>,
+    pub external_id: Option<String>,
+    pub action: Option<LogAction>,
+    pub direction: Option<LogDirection>,
+    pub status: Option<LogStatus>,
+    pub request_data: Option<serde_json::Value>,
+    pub response_data: Option<serde_json::Value>,
+    pub error_message: Option<String>,
+    pub duration_ms: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl IntegrationLog {
+    /// Seed `wasSuccessful`.
+    pub fn was_successful(&self) -> bool {
+        self.status == Some(LogStatus::Success)
+    }
+}
+
+/// A log row to write. Request and response bodies must already be redacted by the caller.
+#[derive(Debug, Clone)]
+pub struct NewLog {
+    pub integration_id: i64,
+    pub tenant_id: i64,
+    pub entity_type: LogEntityType,
+    pub entity_id: Option<String>,
+    pub external_id: Option<String>,
+    pub action: LogAction,
+    pub direction: LogDirection,
+    pub status: LogStatus,
+    pub request_data: Option<serde_json::Value>,
+    pub response_data: Option<serde_json::Value>,
+    pub error_message: Option<String>,
+    pub duration_ms: Option<i32>,
+}
+
+/// Log scopes; every field narrows the result. Newest first.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub integration_id: Option<i64>,
+    pub tenant_id: Option<i64>,
+    pub entity_type: Option<LogEntityType>,
+    /// `successful()` is `Some(Success)`, `failed()` is `Some(Failed)`.
+    pub status: Option<LogStatus>,
+    /// Scope `recent(hours)`.
+    pub recent_hours: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+impl Store {
+    /// Seed `createLog`. Writes a whole chunk's rows in one statement.
+    pub async fn insert_logs(
+        &self,
+        executor: impl sqlx::PgExecutor<'_>,
+        logs: &[NewLog],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if logs.is_empty() {
+            return Ok(0);
+        }
+        let mut builder = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO integration_logs (integration_id, tenant_id, entity_type, entity_id, external_id,
+                 action, direction, status, request_data, response_data, error_message, duration_ms,
+                 created_at, updated_at) ",
+        );
+        builder.push_values(logs, |mut row, log| {
+            row.push_bind(log.integration_id)
+                .push_bind(log.tenant_id)
+                .push_bind(log.entity_type)
+                .push_bind(&log.entity_id)
+                .push_bind(&log.external_id)
+                .push_bind(log.action)
+                .push_bind(log.direction)
+                .push_bind(log.status)
+                .push_bind(&log.request_data)
+                .push_bind(&log.response_data)
+                .push_bind(&log.error_message)
+                .push_bind(log.duration_ms)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        Ok(builder.build().execute(executor).await?.rows_affected())
+    }
+
+    /// Convenience for one row.
+    pub async fn create_log(&self, log: NewLog, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.insert_logs(&self.pool, std::slice::from_ref(&log), now)
+            .await?;
+        Ok(())
+    }
+
+    /// Log scopes `forIntegration`, `forTenant`, `byEntityType`, `successful`/`failed`,
+    /// `recent(hours)`.
+    pub async fn logs(
+        &self,
+        filter: &LogFilter,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IntegrationLog>, StoreError> {
+        let since = filter.recent_hours.map(|h| now - Duration::hours(h));
+        Ok(sqlx::query_as::<_, IntegrationLog>(
+            "SELECT * FROM integration_logs
+              WHERE ($1::bigint IS NULL OR integration_id = $1)
+                AND ($2::bigint IS NULL OR tenant_id = $2)
+                AND ($3::log_entity_type IS NULL OR entity_type = $3)
+                AND ($4::log_status IS NULL OR status = $4)
+                AND ($5::timestamptz IS NULL OR created_at >= $5)
+              ORDER BY created_at DESC, id DESC
+              LIMIT $6",
+        )
+        .bind(filter.integration_id)
+        .bind(filter.tenant_id)
+        .bind(filter.entity_type)
+        .bind(filter.status)
+        .bind(since)
+        .bind(filter.limit.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

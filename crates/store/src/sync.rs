@@ -1,0 +1,642 @@
+//! What a worker reads and writes while it syncs: pages of platform rows to export, the
+//! mappings and intents of a page, and the one transaction per chunk that records results
+//! (mappings, logs, the cursor, the run's counts), fenced by the integration lease so a worker
+//! that lost its lease can never commit.
+
+use crate::runs::{LeaseToken, heartbeat_in};
+use crate::{NewLog, Store, StoreError};
+use chrono::{DateTime, Utc};
+use passerelle_core::platform::{
+    CustomerRecord, ImportedData, ImportedRecord, InventoryRecord, InvoiceRecord, OrderLine,
+    OrderRecord, PlatformRecord, ProductRecord,
+};
+use passerelle_core::{Entity, LogDirection, MappingEntityType};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Position after the last exported row, in `(updated_at, id[, warehouse])` order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowPosition {
+    pub updated_at: DateTime<Utc>,
+    pub id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouse: Option<String>,
+}
+
+/// Where an export pass stands; stored as JSON in `sync_cursors`.
+///
+/// A pass reads rows changed since `since` in `(updated_at, id)` order, saving `after` with
+/// every chunk. When it completes, the next pass starts at this pass's start minus an overlap,
+/// so a row written by a transaction that committed after we read past its timestamp is read
+/// again (and skipped if unchanged, by content hash).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportCursor {
+    pub since: Option<DateTime<Utc>>,
+    pub pass_started_at: Option<DateTime<Utc>>,
+    pub after: Option<RowPosition>,
+}
+
+/// Re-read window before the previous pass's start.
+pub const EXPORT_OVERLAP: chrono::Duration = chrono::Duration::minutes(5);
+
+/// A mapping as an export sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownMapping {
+    pub external_id: String,
+    /// `hash`: digest of the last payload exported; `import_hash`: of the last ERP record
+    /// imported; connector keys (e.g. a version token).
+    pub metadata: Option<serde_json::Value>,
+    pub last_synced_at: Option<DateTime<Utc>>,
+}
+
+/// A mapping row a chunk writes.
+#[derive(Debug, Clone)]
+pub struct MappingWrite {
+    pub internal_id: String,
+    pub external_id: String,
+    pub metadata: serde_json::Value,
+}
+
+/// A create that may reach the ERP before its result is recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intent {
+    pub idempotency_key: String,
+    pub request: serde_json::Value,
+    /// When the first attempt recorded it (the database's clock).
+    pub recorded_at: Option<DateTime<Utc>>,
+}
+
+/// Everything one chunk records, atomically.
+#[derive(Debug, Clone)]
+pub struct ChunkCommit<'a> {
+    pub lease: &'a LeaseToken,
+    pub lease_ttl: Duration,
+    pub entity: Entity,
+    pub direction: LogDirection,
+    pub mappings: Vec<MappingWrite>,
+    /// Mappings to remove (an imported tombstone).
+    pub unmap_external: Vec<String>,
+    /// Intents whose outcome is now known (created, or refused by the ERP).
+    pub resolved_intents: Vec<String>,
+    pub logs: Vec<NewLog>,
+    pub cursor: serde_json::Value,
+    pub synced: i32,
+    pub skipped: i32,
+    pub failed: i32,
+}
+
+/// `(internal_id, key, request, recorded_at)` rows of `sync_intents`, by internal id.
+fn intents_by_record(
+    rows: Vec<(String, String, serde_json::Value, DateTime<Utc>)>,
+) -> HashMap<String, Intent> {
+    rows.into_iter()
+        .map(|(internal_id, idempotency_key, request, at)| {
+            (
+                internal_id,
+                Intent {
+                    idempotency_key,
+                    request,
+                    recorded_at: Some(at),
+                },
+            )
+        })
+        .collect()
+}
+
+#[derive(sqlx::FromRow)]
+struct MappingRow {
+    internal_id: String,
+    external_id: String,
+    metadata: Option<serde_json::Value>,
+    last_synced_at: Option<DateTime<Utc>>,
+}
+
+/// One order line with the order it belongs to.
+#[derive(sqlx::FromRow)]
+struct LineRow {
+    order_id: i64,
+    product_id: Option<i64>,
+    sku: Option<String>,
+    quantity: Decimal,
+    unit_price: Decimal,
+}
+
+impl Store {
+    pub async fn cursor(
+        &self,
+        integration_id: i64,
+        entity: Entity,
+        direction: LogDirection,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT cursor FROM sync_cursors WHERE integration_id = $1 AND entity = $2 AND direction = $3",
+        )
+        .bind(integration_id)
+        .bind(entity)
+        .bind(direction)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The database's clock, which passes are timed with.
+    pub async fn db_now(&self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT now()")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Up to `limit` platform rows of one entity changed since the cursor, oldest first.
+    pub async fn export_page(
+        &self,
+        tenant_id: i64,
+        entity: Entity,
+        cursor: &ExportCursor,
+        limit: i64,
+    ) -> Result<Vec<PlatformRecord>, StoreError> {
+        let since = cursor.since;
+        let after_ts = cursor.after.as_ref().map(|a| a.updated_at);
+        let after_id = cursor.after.as_ref().map(|a| a.id);
+        let after_wh = cursor
+            .after
+            .as_ref()
+            .and_then(|a| a.warehouse.clone())
+            .unwrap_or_default();
+        let pool = &self.pool;
+        // Every query pages by (updated_at, id) after the cursor, within the pass window.
+        Ok(match entity {
+            Entity::Product => sqlx::query_as::<_, ProductRecord>(
+                "SELECT id, sku, name, description, price, currency, active, updated_at FROM platform.products
+                  WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR updated_at >= $2)
+                    AND ($3::timestamptz IS NULL OR (updated_at, id) > ($3, $4))
+                  ORDER BY updated_at, id LIMIT $5",
+            )
+            .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
+            .fetch_all(pool).await?
+            .into_iter().map(PlatformRecord::Product).collect(),
+            Entity::Customer => sqlx::query_as::<_, CustomerRecord>(
+                "SELECT id, email, name, company_name, phone, vat_number, updated_at FROM platform.customers
+                  WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR updated_at >= $2)
+                    AND ($3::timestamptz IS NULL OR (updated_at, id) > ($3, $4))
+                  ORDER BY updated_at, id LIMIT $5",
+            )
+            .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
+            .fetch_all(pool).await?
+            .into_iter().map(PlatformRecord::Customer).collect(),
+            Entity::Order => {
+                let mut orders = sqlx::query_as::<_, OrderRecord>(
+                    "SELECT o.id, o.order_number, o.customer_id, c.email AS customer_email, o.status, o.currency,
+                            o.total_amount, o.created_at, o.updated_at
+                       FROM platform.orders o LEFT JOIN platform.customers c ON c.id = o.customer_id
+                      WHERE o.tenant_id = $1 AND ($2::timestamptz IS NULL OR o.updated_at >= $2)
+                        AND ($3::timestamptz IS NULL OR (o.updated_at, o.id) > ($3, $4))
+                      ORDER BY o.updated_at, o.id LIMIT $5",
+                )
+                .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
+                .fetch_all(pool).await?;
+                let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
+                let lines = sqlx::query_as::<_, LineRow>(
+                    "SELECT oi.order_id, oi.product_id, p.sku, oi.quantity, oi.unit_price
+                       FROM platform.order_items oi LEFT JOIN platform.products p ON p.id = oi.product_id
+                      WHERE oi.order_id = ANY($1) ORDER BY oi.order_id, oi.id",
+                )
+                .bind(&ids)
+                .fetch_all(pool)
+                .await?;
+                let mut by_order: HashMap<i64, Vec<OrderLine>> = HashMap::with_capacity(ids.len());
+                for l in lines {
+                    by_order.entry(l.order_id).or_default().push(OrderLine {
+                        product_id: l.product_id,
+                        sku: l.sku,
+                        quantity: l.quantity,
+                        unit_price: l.unit_price,
+                    });
+                }
+                for order in &mut orders {
+                    order.items = by_order.remove(&order.id).unwrap_or_default();
+                }
+                orders.into_iter().map(PlatformRecord::Order).collect()
+            }
+            Entity::Invoice => sqlx::query_as::<_, InvoiceRecord>(
+                "SELECT i.id, i.invoice_number, i.order_id, o.order_number, i.customer_id, c.email AS customer_email,
+                        i.status, i.currency, i.total_amount, i.issued_at, i.due_at, i.updated_at
+                   FROM platform.invoices i
+                   LEFT JOIN platform.orders o ON o.id = i.order_id
+                   LEFT JOIN platform.customers c ON c.id = i.customer_id
+                  WHERE i.tenant_id = $1 AND ($2::timestamptz IS NULL OR i.updated_at >= $2)
+                    AND ($3::timestamptz IS NULL OR (i.updated_at, i.id) > ($3, $4))
+                  ORDER BY i.updated_at, i.id LIMIT $5",
+            )
+            .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
+            .fetch_all(pool).await?
+            .into_iter().map(PlatformRecord::Invoice).collect(),
+            Entity::Inventory => sqlx::query_as::<_, InventoryRecord>(
+                "SELECT s.product_id, p.sku, s.warehouse_code, s.quantity, s.updated_at
+                   FROM platform.inventory s JOIN platform.products p ON p.id = s.product_id
+                  WHERE s.tenant_id = $1 AND ($2::timestamptz IS NULL OR s.updated_at >= $2)
+                    AND ($3::timestamptz IS NULL OR (s.updated_at, s.product_id, s.warehouse_code) > ($3, $4, $6))
+                  ORDER BY s.updated_at, s.product_id, s.warehouse_code LIMIT $5",
+            )
+            .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit).bind(after_wh)
+            .fetch_all(pool).await?
+            .into_iter().map(PlatformRecord::Inventory).collect(),
+        })
+    }
+
+    /// Existing mappings of these internal ids.
+    pub async fn mappings_of(
+        &self,
+        integration_id: i64,
+        entity_type: MappingEntityType,
+        internal_ids: &[String],
+    ) -> Result<HashMap<String, KnownMapping>, StoreError> {
+        let rows: Vec<MappingRow> = sqlx::query_as(
+            "SELECT internal_id, external_id, metadata, last_synced_at FROM integration_mappings
+              WHERE integration_id = $1 AND entity_type = $2 AND internal_id = ANY($3)",
+        )
+        .bind(integration_id)
+        .bind(entity_type)
+        .bind(internal_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let known = KnownMapping {
+                    external_id: r.external_id,
+                    metadata: r.metadata,
+                    last_synced_at: r.last_synced_at,
+                };
+                (r.internal_id, known)
+            })
+            .collect())
+    }
+
+    /// External ids of `(mapping type, internal id)` pairs, for the references of a chunk.
+    pub async fn external_ids_of(
+        &self,
+        integration_id: i64,
+        wanted: &[(MappingEntityType, String)],
+    ) -> Result<HashMap<(MappingEntityType, String), String>, StoreError> {
+        let types: Vec<MappingEntityType> = wanted.iter().map(|(t, _)| *t).collect();
+        let ids: Vec<&str> = wanted.iter().map(|(_, i)| i.as_str()).collect();
+        let rows: Vec<(MappingEntityType, String, String)> = sqlx::query_as(
+            "SELECT m.entity_type, m.internal_id, m.external_id
+               FROM integration_mappings m
+               JOIN unnest($2::mapping_entity_type[], $3::text[]) AS w(entity_type, internal_id)
+                 ON m.entity_type = w.entity_type AND m.internal_id = w.internal_id
+              WHERE m.integration_id = $1",
+        )
+        .bind(integration_id)
+        .bind(&types)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(t, i, e)| ((t, i), e)).collect())
+    }
+
+    /// Existing mappings by external id (for imports).
+    pub async fn mappings_by_external(
+        &self,
+        integration_id: i64,
+        entity_type: MappingEntityType,
+        external_ids: &[String],
+    ) -> Result<HashMap<String, (String, Option<serde_json::Value>)>, StoreError> {
+        let rows: Vec<(String, String, Option<serde_json::Value>)> = sqlx::query_as(
+            "SELECT external_id, internal_id, metadata FROM integration_mappings
+              WHERE integration_id = $1 AND entity_type = $2 AND external_id = ANY($3)",
+        )
+        .bind(integration_id)
+        .bind(entity_type)
+        .bind(external_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(e, i, m)| (e, (i, m))).collect())
+    }
+
+    /// Intents left by an earlier attempt for these records.
+    pub async fn intents_of(
+        &self,
+        integration_id: i64,
+        entity: Entity,
+        internal_ids: &[String],
+    ) -> Result<HashMap<String, Intent>, StoreError> {
+        let rows: Vec<(String, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT internal_id, idempotency_key, request, created_at FROM sync_intents
+              WHERE integration_id = $1 AND entity = $2 AND internal_id = ANY($3)",
+        )
+        .bind(integration_id)
+        .bind(entity)
+        .bind(internal_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(intents_by_record(rows))
+    }
+
+    /// Records creates about to be sent (one statement per chunk) and returns the intent in
+    /// force for each record: an existing one is kept and returned, because a retry must reuse
+    /// the first attempt's key and body.
+    pub async fn record_intents(
+        &self,
+        integration_id: i64,
+        entity: Entity,
+        run_id: uuid::Uuid,
+        intents: &[(String, Intent)],
+    ) -> Result<HashMap<String, Intent>, StoreError> {
+        if intents.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let internal: Vec<&str> = intents.iter().map(|(i, _)| i.as_str()).collect();
+        let keys: Vec<&str> = intents
+            .iter()
+            .map(|(_, x)| x.idempotency_key.as_str())
+            .collect();
+        let requests: Vec<&serde_json::Value> = intents.iter().map(|(_, x)| &x.request).collect();
+        // The no-op update makes RETURNING yield the existing row on a conflict.
+        let rows: Vec<(String, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
+            "INSERT INTO sync_intents (integration_id, entity, internal_id, idempotency_key, request, run_id)
+             SELECT $1, $2, v.internal_id, v.key, v.request, $6
+               FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS v(internal_id, key, request)
+             ON CONFLICT (integration_id, entity, internal_id)
+                DO UPDATE SET idempotency_key = sync_intents.idempotency_key
+             RETURNING internal_id, idempotency_key, request, created_at",
+        )
+        .bind(integration_id)
+        .bind(entity)
+        .bind(&internal)
+        .bind(&keys)
+        .bind(&requests)
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(intents_by_record(rows))
+    }
+
+    /// Records one chunk's results in one transaction, after checking (and extending) the
+    /// lease. If the lease was lost, nothing is written and [`StoreError::LeaseLost`] returns.
+    pub async fn commit_chunk(
+        &self,
+        chunk: ChunkCommit<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.begin_chunk(chunk.lease, chunk.lease_ttl)
+            .await?
+            .commit(chunk, now)
+            .await
+    }
+
+    /// Opens a chunk's transaction, fenced by the lease: what the caller writes through it
+    /// (e.g. imported platform rows) commits with the chunk's record, or not at all.
+    pub async fn begin_chunk(
+        &self,
+        lease: &LeaseToken,
+        ttl: Duration,
+    ) -> Result<ChunkTx<'_>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !heartbeat_in(&mut *tx, lease, ttl).await? {
+            tx.rollback().await?;
+            return Err(StoreError::LeaseLost {
+                integration_id: lease.integration_id,
+            });
+        }
+        Ok(ChunkTx { store: self, tx })
+    }
+}
+
+/// A chunk's transaction, opened by [`Store::begin_chunk`] after the lease check.
+pub struct ChunkTx<'s> {
+    store: &'s Store,
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+}
+
+impl ChunkTx<'_> {
+    /// Writes the chunk's record (mappings, intents, logs, cursor, counts) and commits.
+    pub async fn commit(
+        self,
+        chunk: ChunkCommit<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let ChunkTx { store, mut tx } = self;
+        let integration_id = chunk.lease.integration_id;
+        let mapping_type = chunk.entity.mapping_entity();
+        if !chunk.unmap_external.is_empty() {
+            sqlx::query(
+                "DELETE FROM integration_mappings WHERE integration_id = $1 AND entity_type = $2 AND external_id = ANY($3)",
+            )
+            .bind(integration_id)
+            .bind(mapping_type)
+            .bind(&chunk.unmap_external)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !chunk.mappings.is_empty() {
+            let internal: Vec<&str> = chunk
+                .mappings
+                .iter()
+                .map(|m| m.internal_id.as_str())
+                .collect();
+            let external: Vec<&str> = chunk
+                .mappings
+                .iter()
+                .map(|m| m.external_id.as_str())
+                .collect();
+            let metadata: Vec<&serde_json::Value> =
+                chunk.mappings.iter().map(|m| &m.metadata).collect();
+            // One ERP record stands for one platform row: a different row that held one of
+            // these external ids loses it (as `map_ids` does), instead of a constraint error.
+            sqlx::query(
+                "DELETE FROM integration_mappings m
+                  USING unnest($3::text[], $4::text[]) AS v(internal_id, external_id)
+                  WHERE m.integration_id = $1 AND m.entity_type = $2
+                    AND m.external_id = v.external_id AND m.internal_id <> v.internal_id",
+            )
+            .bind(integration_id)
+            .bind(mapping_type)
+            .bind(&internal)
+            .bind(&external)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO integration_mappings
+                     (integration_id, tenant_id, entity_type, internal_id, external_id, metadata, last_synced_at)
+                 SELECT $1, i.tenant_id, $2, v.internal_id, v.external_id, v.metadata, now()
+                   FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS v(internal_id, external_id, metadata)
+                   JOIN integrations i ON i.id = $1
+                 ON CONFLICT (integration_id, entity_type, internal_id) DO UPDATE SET
+                     external_id = EXCLUDED.external_id,
+                     -- Merged: an export keeps what the import stored and the reverse.
+                     metadata = COALESCE(integration_mappings.metadata, '{}'::jsonb) || EXCLUDED.metadata,
+                     last_synced_at = EXCLUDED.last_synced_at",
+            )
+            .bind(integration_id)
+            .bind(mapping_type)
+            .bind(&internal)
+            .bind(&external)
+            .bind(&metadata)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !chunk.resolved_intents.is_empty() {
+            sqlx::query("DELETE FROM sync_intents WHERE integration_id = $1 AND entity = $2 AND internal_id = ANY($3)")
+                .bind(integration_id)
+                .bind(chunk.entity)
+                .bind(&chunk.resolved_intents)
+                .execute(&mut *tx)
+                .await?;
+        }
+        store.insert_logs(&mut *tx, &chunk.logs, now).await?;
+        sqlx::query(
+            "INSERT INTO sync_cursors (integration_id, entity, direction, cursor) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (integration_id, entity, direction) DO UPDATE SET cursor = EXCLUDED.cursor",
+        )
+        .bind(integration_id)
+        .bind(chunk.entity)
+        .bind(chunk.direction)
+        .bind(&chunk.cursor)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE sync_runs SET records_synced = records_synced + $2, records_skipped = records_skipped + $3,
+                    records_failed = records_failed + $4
+              WHERE id = $1",
+        )
+        .bind(chunk.lease.run_id)
+        .bind(chunk.synced)
+        .bind(chunk.skipped)
+        .bind(chunk.failed)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes imported records into the platform tables and returns, per record, the internal
+    /// id it landed on (or why it could not be applied). Inside the chunk's fenced
+    /// transaction: a worker that lost its lease cannot overwrite newer data.
+    pub async fn apply_imports(
+        &mut self,
+        tenant_id: i64,
+        entity: Entity,
+        records: &[ImportedRecord],
+        known: &HashMap<String, (String, Option<serde_json::Value>)>,
+    ) -> Result<Vec<Result<Option<String>, String>>, StoreError> {
+        let tx: &mut sqlx::PgConnection = &mut self.tx;
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let existing = known.get(&record.external_id).map(|(internal, _)| internal);
+            if record.deleted {
+                let result = match (entity, existing) {
+                    (_, None) => Ok(None),
+                    (Entity::Product, Some(internal)) => {
+                        let id: i64 = internal.parse().unwrap_or(-1);
+                        sqlx::query("UPDATE platform.products SET active = false WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant_id)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        Ok(Some(internal.clone()))
+                    }
+                    (Entity::Inventory, Some(internal)) => {
+                        if let Some((product, warehouse)) = internal.split_once(':') {
+                            sqlx::query("DELETE FROM platform.inventory WHERE tenant_id = $1 AND product_id = $2 AND warehouse_code = $3")
+                                .bind(tenant_id)
+                                .bind(product.parse::<i64>().unwrap_or(-1))
+                                .bind(warehouse)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Ok(Some(internal.clone()))
+                    }
+                    (_, Some(internal)) => Ok(Some(internal.clone())),
+                };
+                out.push(result);
+                continue;
+            }
+            let Some(data) = &record.data else {
+                out.push(Err("record without data".into()));
+                continue;
+            };
+            let result = match data {
+                ImportedData::Product {
+                    sku,
+                    name,
+                    description,
+                    price,
+                    currency,
+                    active,
+                } => {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO platform.products (tenant_id, sku, name, description, price, currency, active)
+                         VALUES ($1, $2, $3, $4, $5, COALESCE($6, 'EUR'), $7)
+                         ON CONFLICT (tenant_id, sku) DO UPDATE SET name = EXCLUDED.name,
+                             description = EXCLUDED.description, price = EXCLUDED.price,
+                             currency = COALESCE($6, platform.products.currency), active = EXCLUDED.active
+                         RETURNING id",
+                    )
+                    .bind(tenant_id).bind(sku).bind(name).bind(description).bind(price)
+                    .bind(currency.as_deref().map(|c| c.chars().take(3).collect::<String>()))
+                    .bind(active)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    Ok(Some(id.to_string()))
+                }
+                ImportedData::Customer {
+                    email,
+                    name,
+                    company_name,
+                    phone,
+                    vat_number,
+                } => {
+                    if !email.contains('@') {
+                        out.push(Err(format!("`{email}` is not an email address")));
+                        continue;
+                    }
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO platform.customers (tenant_id, email, name, company_name, phone, vat_number)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (tenant_id, (lower(email))) DO UPDATE SET name = EXCLUDED.name,
+                             company_name = EXCLUDED.company_name, phone = EXCLUDED.phone,
+                             vat_number = EXCLUDED.vat_number
+                         RETURNING id",
+                    )
+                    .bind(tenant_id).bind(email).bind(name).bind(company_name).bind(phone).bind(vat_number)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    Ok(Some(id.to_string()))
+                }
+                ImportedData::Inventory {
+                    sku,
+                    warehouse_code,
+                    quantity,
+                } => {
+                    let product: Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM platform.products WHERE tenant_id = $1 AND sku = $2",
+                    )
+                    .bind(tenant_id)
+                    .bind(sku)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match product {
+                        None => Err(format!(
+                            "no product with SKU `{sku}` on the platform; import or create it first"
+                        )),
+                        Some(product_id) => {
+                            sqlx::query(
+                                "INSERT INTO platform.inventory (tenant_id, product_id, warehouse_code, quantity)
+                                 VALUES ($1, $2, $3, $4)
+                                 ON CONFLICT (product_id, warehouse_code) DO UPDATE SET quantity = EXCLUDED.quantity",
+                            )
+                            .bind(tenant_id).bind(product_id).bind(warehouse_code).bind(quantity)
+                            .execute(&mut *tx)
+                            .await?;
+                            Ok(Some(format!("{product_id}:{warehouse_code}")))
+                        }
+                    }
+                }
+            };
+            out.push(result);
+        }
+        Ok(out)
+    }
+}

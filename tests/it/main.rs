@@ -1,0 +1,19 @@
+//! End-to-end suite: drives the real `passerelle` binary and the store against the machine's
+//! real Postgres (and, for the pipeline, RabbitMQ). Every test gets its own database, so the
+//! suite runs in parallel.
+
+// Tests fail loudly on the first unexpected error; that is what unwrap is for here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod config_cli;
+mod dynamics;
+mod limiter;
+mod migrate;
+mod model;
+mod pipeline;
+mod quickbooks;
+mod sap_b1;
+mod vault;
+mod xero;

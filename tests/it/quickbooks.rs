@@ -1,0 +1,563 @@
+//! The QuickBooks Online connector end to end: the real worker and queue against the
+//! QuickBooks simulator.
+
+use crate::support::*;
+use passerelle_core::RunStatus;
+use passerelle_sandbox::quickbooks::{
+    Fault, QuickBooksAppConfig, QuickBooksLimits, QuickBooksStats,
+};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(120);
+const SECRET: &str = "qb-client-secret-123456";
+const FIRST_REFRESH: &str = "AB11-refresh-token-initial-0001";
+
+struct Qb {
+    env: Env,
+    realm_id: String,
+    client_id: String,
+}
+
+impl Qb {
+    /// A QuickBooks app with a refresh token, connected to one realm; `tune` adjusts it.
+    async fn new(tag: &str, tune: impl FnOnce(&mut QuickBooksAppConfig)) -> Self {
+        let env = Env::new(tag).await;
+        let realm_id =
+            (u64::from(uuid::Uuid::new_v4().as_fields().0) + 9_130_000_000_000_000).to_string();
+        let client_id = format!("qb-{}", uuid::Uuid::new_v4().simple());
+        let mut app = QuickBooksAppConfig::new(client_id.clone(), SECRET, realm_id.clone());
+        app.refresh_token = Some(FIRST_REFRESH.into());
+        app.limits = QuickBooksLimits {
+            per_minute: Some(6_000),
+            batch_per_minute: Some(6_000),
+            ..QuickBooksLimits::default()
+        };
+        tune(&mut app);
+        env.sandbox.quickbooks().try_add_app(app).unwrap();
+        Self {
+            env,
+            realm_id,
+            client_id,
+        }
+    }
+
+    /// An active QuickBooks integration through the CLI.
+    fn integration(
+        &self,
+        tenant: i64,
+        entities: &str,
+        direction: &str,
+        extra: serde_json::Value,
+    ) -> i64 {
+        let base = self.env.sandbox.quickbooks_url();
+        let mut settings = serde_json::json!({
+            "realm_id": self.realm_id,
+            "api_url": base,
+            "token_url": format!("{base}/oauth2/v1/tokens/bearer"),
+            "income_account_id": "79",
+            "rate_limit": {"requests": 6000, "per_secs": 60},
+            "batch_rate_limit": {"requests": 6000, "per_secs": 60},
+            "throttle_wait_secs": 1,
+        });
+        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                s.insert(k.clone(), v.clone());
+            }
+        }
+        let credentials = serde_json::json!({
+            "client_id": self.client_id,
+            "client_secret": SECRET,
+            "refresh_token": FIRST_REFRESH,
+        });
+        self.env.create_active(
+            tenant,
+            "QuickBooks",
+            "quickbooks",
+            entities,
+            direction,
+            &settings,
+            &credentials,
+        )
+    }
+
+    fn stats(&self) -> QuickBooksStats {
+        self.env.sandbox.quickbooks().stats(&self.realm_id).unwrap()
+    }
+
+    fn assert_no_duplicates(&self) {
+        let stats = self.stats();
+        assert!(
+            stats.duplicate_business_keys.is_empty(),
+            "duplicates at QuickBooks: {:?}",
+            stats.duplicate_business_keys
+        );
+    }
+
+    async fn failures(&self, integration: i64) -> Vec<String> {
+        sqlx::query_scalar("SELECT error_message FROM integration_logs WHERE integration_id = $1 AND status = 'failed' LIMIT 3")
+            .bind(integration)
+            .fetch_all(self.env.db.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickbooks_exports_items_customers_estimates_and_invoices_in_batches_exactly_once() {
+    let q = Qb::new("qexp", |_| {}).await;
+    let seeded = q
+        .env
+        .db
+        .store
+        .seed_tenant("Acme", 30, 12, 60)
+        .await
+        .unwrap();
+    let integration = q.integration(
+        seeded.tenant_id,
+        "customers,products,orders,invoices",
+        "export",
+        serde_json::json!({}),
+    );
+    let _w = q.env.worker(2);
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        r.status,
+        RunStatus::Succeeded,
+        "{r:?} {:?}",
+        q.failures(integration).await
+    );
+    let stats = q.stats();
+    assert_eq!(
+        stats.creates.get("Customer").copied(),
+        Some(12),
+        "{stats:?}"
+    );
+    assert_eq!(stats.creates.get("Item").copied(), Some(30));
+    assert_eq!(stats.creates.get("Estimate").copied(), Some(60));
+    assert_eq!(stats.creates.get("Invoice").copied(), Some(6));
+    assert!(
+        stats.batch_requests > 0 && stats.requests < 30,
+        "records went one by one, not in batches: {} requests, {} batches",
+        stats.requests,
+        stats.batch_requests
+    );
+    assert!(
+        stats.creates_by_requestid.values().all(|n| *n <= 30),
+        "{stats:?}"
+    );
+    q.assert_no_duplicates();
+    // An estimate points at the customer and items QuickBooks gave the order's rows.
+    let api = q.env.sandbox.quickbooks();
+    let estimate = &api.records(&q.realm_id, "Estimate")[0];
+    let customer = estimate["CustomerRef"]["value"].as_str().unwrap();
+    assert!(
+        api.records(&q.realm_id, "Customer")
+            .iter()
+            .any(|c| c["Id"] == customer)
+    );
+    let item = estimate["Line"][0]["SalesItemLineDetail"]["ItemRef"]["value"]
+        .as_str()
+        .unwrap();
+    assert!(
+        api.records(&q.realm_id, "Item")
+            .iter()
+            .any(|i| i["Id"] == item)
+    );
+
+    // One product changes: one sparse update with the SyncToken kept in the mapping.
+    sqlx::query("UPDATE platform.products SET price = price + 1 WHERE sku = 'SKU-00001'")
+        .execute(q.env.db.store.pool())
+        .await
+        .unwrap();
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        (r.status, r.records_synced),
+        (RunStatus::Succeeded, 1),
+        "{r:?} {:?}",
+        q.failures(integration).await
+    );
+    let stats = q.stats();
+    assert_eq!(stats.updates.get("Item").copied(), Some(1), "{stats:?}");
+    assert_eq!(stats.creates.get("Item").copied(), Some(30));
+    assert_eq!(
+        stats.stale_updates, 0,
+        "the stored SyncToken was stale: {stats:?}"
+    );
+    let updated = api
+        .records(&q.realm_id, "Item")
+        .into_iter()
+        .find(|i| i["Sku"] == "SKU-00001")
+        .unwrap();
+    assert_eq!(updated["SyncToken"], "1");
+    // It changes again: the token stored by the last update is the one sent now.
+    sqlx::query("UPDATE platform.products SET price = price + 1 WHERE sku = 'SKU-00001'")
+        .execute(q.env.db.store.pool())
+        .await
+        .unwrap();
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        (r.status, r.records_synced),
+        (RunStatus::Succeeded, 1),
+        "{r:?}"
+    );
+    assert_eq!((q.stats().updates["Item"], q.stats().stale_updates), (2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickbooks_rotated_refresh_tokens_are_stored_before_use_and_expiry_mid_sync_is_survived() {
+    // Access tokens last 2 s, every refresh rotates and a replaced refresh token dies at once:
+    // every run must use the token the previous refresh stored.
+    let q = Qb::new("qtok", |app| {
+        app.access_token_ttl_secs = 2;
+        app.refresh_rotation_secs = 0;
+        app.refresh_grace_secs = 0;
+    })
+    .await;
+    let seeded = q.env.db.store.seed_tenant("Acme", 5, 40, 0).await.unwrap();
+    let integration = q.integration(
+        seeded.tenant_id,
+        "customers",
+        "export",
+        serde_json::json!({"batch_size": 5}),
+    );
+    q.env.sandbox.quickbooks().inject(
+        &q.realm_id,
+        Fault::Latency {
+            ms: 400,
+            times: 100,
+            method: None,
+            path_contains: None,
+        },
+    );
+    let _w = q.env.worker(1);
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        r.status,
+        RunStatus::Succeeded,
+        "{r:?} {:?}",
+        q.failures(integration).await
+    );
+    // The app's tokens expire between runs too.
+    q.env
+        .sandbox
+        .quickbooks()
+        .expire_access_tokens(&q.client_id);
+    sqlx::query("UPDATE platform.customers SET phone = '+33 9 99 99 99 99'")
+        .execute(q.env.db.store.pool())
+        .await
+        .unwrap();
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        r.status,
+        RunStatus::Succeeded,
+        "a second run with the stored token: {r:?}"
+    );
+    let stats = q.stats();
+    assert!(
+        stats.token_refreshes >= 3,
+        "expected refreshes mid-sync and across runs: {stats:?}"
+    );
+    assert_eq!(
+        stats.rejected_refreshes, 0,
+        "a stale refresh token was used: {stats:?}"
+    );
+    assert_eq!(
+        (stats.creates["Customer"], stats.updates["Customer"]),
+        (40, 40)
+    );
+    let vault = passerelle_core::vault::Vault::new(
+        passerelle_core::vault::KeyRing::from_base64(
+            "test1",
+            [("test1", q.env.vault_key.as_str())],
+        )
+        .unwrap(),
+    );
+    let creds = q
+        .env
+        .db
+        .store
+        .integration(integration)
+        .await
+        .unwrap()
+        .open_credentials(&vault)
+        .unwrap()
+        .unwrap();
+    assert_ne!(creds.get_str("refresh_token"), Some(FIRST_REFRESH));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickbooks_a_refused_customer_is_logged_and_the_rest_of_the_batch_goes_in() {
+    let q = Qb::new("qrej", |_| {}).await;
+    let seeded = q.env.db.store.seed_tenant("Acme", 2, 6, 0).await.unwrap();
+    // Two customers with one company name: DisplayName must be unique.
+    sqlx::query("UPDATE platform.customers SET company_name = 'Same Name SARL' WHERE id IN (SELECT id FROM platform.customers ORDER BY id LIMIT 2)")
+        .execute(q.env.db.store.pool())
+        .await
+        .unwrap();
+    let integration = q.integration(
+        seeded.tenant_id,
+        "customers",
+        "export",
+        serde_json::json!({}),
+    );
+    let _w = q.env.worker(1);
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        (r.status, r.records_synced, r.records_failed),
+        (RunStatus::Partial, 5, 1),
+        "{r:?}"
+    );
+    let errors = q.failures(integration).await;
+    assert!(
+        errors[0].contains("QuickBooks refused") && errors[0].contains("6240"),
+        "{errors:?}"
+    );
+    q.assert_no_duplicates();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickbooks_a_batch_accepted_but_never_answered_is_not_created_twice() {
+    let q = Qb::new("qdrop", |_| {}).await;
+    let seeded = q.env.db.store.seed_tenant("Acme", 12, 2, 0).await.unwrap();
+    let integration = q.integration(
+        seeded.tenant_id,
+        "products",
+        "export",
+        serde_json::json!({"batch_size": 5}),
+    );
+    // QuickBooks creates the first batch's items and every answer is lost, the in-call
+    // retries' too: the job fails, comes back, and must find the items rather than create
+    // them again.
+    q.env.sandbox.quickbooks().inject(
+        &q.realm_id,
+        Fault::DropResponse {
+            times: 4,
+            method: Some("POST".into()),
+            path_contains: Some("/batch".into()),
+        },
+    );
+    let _w = q.env.worker(1);
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        r.status,
+        RunStatus::Succeeded,
+        "{r:?} {:?}",
+        q.failures(integration).await
+    );
+    let stats = q.stats();
+    assert_eq!(stats.creates.get("Item").copied(), Some(12), "{stats:?}");
+    assert_eq!(stats.records.get("Item").copied(), Some(12));
+    assert!(
+        stats.replays >= 1,
+        "the repeats carried the same requestid: {stats:?}"
+    );
+    assert!(
+        stats.query_requests >= 1,
+        "the retried creates were looked up: {stats:?}"
+    );
+    q.assert_no_duplicates();
+    // Every platform product is mapped to the item QuickBooks holds.
+    let mapped: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT external_id) FROM integration_mappings WHERE integration_id = $1",
+    )
+    .bind(integration)
+    .fetch_one(q.env.db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(mapped, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickbooks_429s_are_honoured_and_the_sync_completes() {
+    // QuickBooks allows 4 requests per (compressed) minute of one second; the integration
+    // does not know and learns from the 429s.
+    let q = Qb::new("q429", |app| {
+        app.limits = QuickBooksLimits {
+            per_minute: Some(4),
+            batch_per_minute: Some(4),
+            minute_window_ms: 1_000,
+            ..QuickBooksLimits::default()
+        };
+    })
+    .await;
+    let seeded = q.env.db.store.seed_tenant("Acme", 20, 2, 0).await.unwrap();
+    let integration = q.integration(
+        seeded.tenant_id,
+        "products",
+        "export",
+        serde_json::json!({"batch_size": 2}),
+    );
+    let _w = q.env.worker(1);
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        r.status,
+        RunStatus::Succeeded,
+        "{r:?} {:?}",
+        q.failures(integration).await
+    );
+    let stats = q.stats();
+    assert!(stats.rate_limited > 0, "{stats:?}");
+    assert_eq!(
+        stats.violations, 0,
+        "called again inside a throttled window: {stats:?}"
+    );
+    assert_eq!(stats.creates.get("Item").copied(), Some(20));
+    q.assert_no_duplicates();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickbooks_customers_and_items_are_imported_then_followed_through_cdc() {
+    let q = Qb::new("qimp", |_| {}).await;
+    let tenant = q.env.db.tenant("Acme").await;
+    let api = q.env.sandbox.quickbooks();
+    let ann = api.upsert_record(&q.realm_id, "Customer", serde_json::json!({"DisplayName": "Ann Buyer Ltd", "CompanyName": "Ann Buyer Ltd", "GivenName": "Ann", "FamilyName": "Buyer", "PrimaryEmailAddr": {"Address": "ann@buyer.example"}}));
+    api.upsert_record(
+        &q.realm_id,
+        "Customer",
+        serde_json::json!({"DisplayName": "No Email Ltd"}),
+    );
+    api.upsert_record(&q.realm_id, "Item", serde_json::json!({"Name": "Widget", "Sku": "X-1", "UnitPrice": 9.5, "Type": "Inventory", "TrackQtyOnHand": true, "QtyOnHand": 7}));
+    let integration = q.integration(
+        tenant,
+        "customers,products,inventory",
+        "import",
+        serde_json::json!({}),
+    );
+    let _w = q.env.worker(1);
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        r.status,
+        RunStatus::Partial,
+        "the customer without an e-mail is logged: {r:?}"
+    );
+    assert_eq!((r.records_synced, r.records_failed), (3, 1), "{r:?}");
+    let pool = q.env.db.store.pool();
+    let qty: rust_decimal::Decimal =
+        sqlx::query_scalar("SELECT quantity FROM platform.inventory WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(qty.to_string(), "7.0000");
+    let cdc_before = q.stats().cdc_requests;
+    // Ann's phone changes in QuickBooks: the next run asks CDC for changes since the cursor.
+    api.upsert_record(&q.realm_id, "Customer", serde_json::json!({"Id": ann, "DisplayName": "Ann Buyer Ltd", "CompanyName": "Ann Buyer Ltd", "GivenName": "Ann", "FamilyName": "Buyer", "PrimaryEmailAddr": {"Address": "ann@buyer.example"}, "PrimaryPhone": {"FreeFormNumber": "+44 20 1234"}}));
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert!(q.stats().cdc_requests > cdc_before, "{:?}", q.stats());
+    assert_eq!(r.records_synced, 1, "only the changed customer: {r:?}");
+    let phone: Option<String> =
+        sqlx::query_scalar("SELECT phone FROM platform.customers WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(phone.as_deref(), Some("+44 20 1234"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickbooks_connection_test_stores_the_rotated_token_so_the_next_sync_works() {
+    let q = Qb::new("qtest", |app| {
+        app.refresh_rotation_secs = 0;
+        app.refresh_grace_secs = 0;
+    })
+    .await;
+    let seeded = q.env.db.store.seed_tenant("Acme", 3, 3, 0).await.unwrap();
+    let integration = q.integration(
+        seeded.tenant_id,
+        "customers",
+        "export",
+        serde_json::json!({}),
+    );
+    run(q
+        .env
+        .cmd()
+        .args(["integrations", "deactivate", &integration.to_string()]));
+    let (out, stdout, stderr) = run(q.env.cmd().args([
+        "--output",
+        "json",
+        "integrations",
+        "test",
+        &integration.to_string(),
+    ]));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["success"].as_bool(), Some(true), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("connected to QuickBooks company"),
+        "{v}"
+    );
+    assert!(
+        !stdout.contains(SECRET) && !stdout.contains("AB11"),
+        "secrets in the output: {stdout}"
+    );
+    run(q
+        .env
+        .cmd()
+        .args(["integrations", "activate", &integration.to_string()]));
+    let _w = q.env.worker(1);
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+    assert_eq!(q.stats().rejected_refreshes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickbooks_an_item_edited_in_quickbooks_is_updated_with_its_current_sync_token() {
+    let q = Qb::new("qstale", |_| {}).await;
+    let seeded = q.env.db.store.seed_tenant("Acme", 3, 1, 0).await.unwrap();
+    let integration = q.integration(
+        seeded.tenant_id,
+        "products",
+        "export",
+        serde_json::json!({}),
+    );
+    let _w = q.env.worker(1);
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+    // Someone edits the item in QuickBooks: its SyncToken moves past the one we stored.
+    let api = q.env.sandbox.quickbooks();
+    let mut item = api
+        .records(&q.realm_id, "Item")
+        .into_iter()
+        .find(|i| i["Sku"] == "SKU-00001")
+        .unwrap();
+    item["Description"] = serde_json::json!("edited in QuickBooks");
+    api.upsert_record(&q.realm_id, "Item", item);
+    sqlx::query("UPDATE platform.products SET price = 99 WHERE sku = 'SKU-00001'")
+        .execute(q.env.db.store.pool())
+        .await
+        .unwrap();
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        (r.status, r.records_synced),
+        (RunStatus::Succeeded, 1),
+        "{r:?} {:?}",
+        q.failures(integration).await
+    );
+    let stats = q.stats();
+    assert_eq!(
+        (stats.stale_updates, stats.updates["Item"]),
+        (1, 1),
+        "{stats:?}"
+    );
+    let item = api
+        .records(&q.realm_id, "Item")
+        .into_iter()
+        .find(|i| i["Sku"] == "SKU-00001")
+        .unwrap();
+    assert_eq!(
+        (item["SyncToken"].as_str(), item["UnitPrice"].as_f64()),
+        (Some("2"), Some(99.0)),
+        "{item}"
+    );
+    // The token of that answer is stored: the next change goes through first time.
+    sqlx::query("UPDATE platform.products SET price = 98 WHERE sku = 'SKU-00001'")
+        .execute(q.env.db.store.pool())
+        .await
+        .unwrap();
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+    assert_eq!((q.stats().stale_updates, q.stats().updates["Item"]), (1, 2));
+}

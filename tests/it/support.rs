@@ -1,0 +1,419 @@
+//! Test fixtures: a fresh database per test, the binary, tenants and integrations.
+
+use passerelle_core::vault::{KeyRing, Vault, generate_key_base64};
+use passerelle_store::Store;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// Server the tests create their databases on. Override with PASSERELLE_TEST_PG.
+pub fn server_url() -> String {
+    std::env::var("PASSERELLE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A unique database name for one test.
+pub fn unique_db_name(tag: &str) -> String {
+    format!("pt_{}_{}", tag, uuid::Uuid::new_v4().simple())
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub store: Store,
+}
+
+impl TestDb {
+    /// Creates and migrates a fresh database.
+    pub async fn migrated(tag: &str) -> Self {
+        let name = unique_db_name(tag);
+        let url = format!("{}/{}", server_url(), name);
+        passerelle_store::ensure_database(&url).await.unwrap();
+        let store = Store::connect(&url, 5, Duration::from_secs(10))
+            .await
+            .unwrap();
+        passerelle_store::migrate(store.pool()).await.unwrap();
+        Self { name, url, store }
+    }
+
+    /// A tenant row, returning its id.
+    pub async fn tenant(&self, name: &str) -> i64 {
+        sqlx::query_scalar("INSERT INTO platform.tenants (name) VALUES ($1) RETURNING id")
+            .bind(name)
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        drop_database(&self.name);
+    }
+}
+
+/// Drops a test database, closing whatever still holds it.
+pub fn drop_database(name: &str) {
+    let name = name.to_owned();
+    // Drop runs outside any runtime we could borrow; a short-lived one on its own thread is the
+    // simplest correct way to finish async cleanup.
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use sqlx::Connection;
+            if let Ok(mut conn) =
+                sqlx::PgConnection::connect(&format!("{}/postgres", server_url())).await
+            {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        });
+    })
+    .join();
+}
+
+/// The real binary with a clean environment pointing at `db_url`.
+pub fn passerelle(db_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_passerelle"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PASSERELLE") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("PASSERELLE__DATABASE__URL", db_url)
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs a command to completion, returning its output (stdout, stderr as text).
+pub fn run(cmd: &mut Command) -> (Output, String, String) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// A vault with one fresh key, and the key so the binary can be given the same ring.
+pub fn vault_with(id: &str) -> (Vault, String) {
+    let key = generate_key_base64();
+    let ring = KeyRing::from_base64(id, [(id, key.as_str())]).unwrap();
+    (Vault::new(ring), key)
+}
+
+/// A whole deployment for one test: its own database, queue prefix, vault key and an
+/// in-process sandbox with one custom-API account.
+pub struct Env {
+    pub db: TestDb,
+    pub prefix: String,
+    pub sandbox: passerelle_sandbox::Sandbox,
+    pub api_key: String,
+    pub vault_key: String,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Env {
+    pub async fn new(tag: &str) -> Self {
+        Self::with_account(tag, None).await
+    }
+
+    /// With the sandbox account rate-limited to `rps` requests per second.
+    pub async fn with_account(tag: &str, rps: Option<u32>) -> Self {
+        let db = TestDb::migrated(tag).await;
+        let sandbox = passerelle_sandbox::Sandbox::start(0).await.unwrap();
+        let api_key = format!("key-{}", uuid::Uuid::new_v4().simple());
+        let mut account = passerelle_sandbox::custom_api::AccountConfig::new(api_key.clone());
+        account.requests_per_second = rps;
+        sandbox.custom_api().add_account(account);
+        let (_, vault_key) = vault_with("test1");
+        Self {
+            prefix: format!(
+                "pt.{}.{}",
+                tag,
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
+            db,
+            sandbox,
+            api_key,
+            vault_key,
+            extra_env: Vec::new(),
+        }
+    }
+
+    /// The binary configured for this environment: short leases and retry tiers so crash
+    /// and retry tests finish in seconds.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = passerelle(&self.db.url);
+        cmd.env("PASSERELLE__AMQP__PREFIX", &self.prefix)
+            .env("PASSERELLE__VAULT__ACTIVE_KEY", "test1")
+            .env("PASSERELLE__VAULT__KEYS__TEST1", &self.vault_key)
+            .env("PASSERELLE__HTTP__ALLOW_PRIVATE_NETWORKS", "true")
+            .env("PASSERELLE__WORKER__LEASE_TTL_SECS", "3")
+            .env("PASSERELLE__WORKER__SHUTDOWN_GRACE_SECS", "10")
+            .env("PASSERELLE__AMQP__RETRY_DELAYS_SECS", "1,2,4")
+            .env("PASSERELLE__LOG__FILTER", "info,sqlx=warn,lapin=warn");
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts a worker process; it is killed when the handle drops.
+    pub fn worker(&self, concurrency: u16) -> Worker {
+        let log = std::env::temp_dir().join(format!(
+            "{}-worker-{}.log",
+            self.prefix,
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = self
+            .cmd()
+            .args(["worker", "--concurrency", &concurrency.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Worker {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Creates an active custom-API integration through the CLI.
+    pub fn integration(&self, tenant: i64, entities: &str, direction: &str) -> i64 {
+        let settings = serde_json::json!({"api_url": self.sandbox.custom_api_url()});
+        let credentials = serde_json::json!({"api_key": self.api_key});
+        self.create_active(
+            tenant,
+            "ERP",
+            "custom_api",
+            entities,
+            direction,
+            &settings,
+            &credentials,
+        )
+    }
+
+    /// Creates an integration of any type through the CLI and activates it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_active(
+        &self,
+        tenant: i64,
+        name: &str,
+        kind: &str,
+        entities: &str,
+        direction: &str,
+        settings: &serde_json::Value,
+        credentials: &serde_json::Value,
+    ) -> i64 {
+        let (out, stdout, stderr) = run(self.cmd().args([
+            "--output",
+            "json",
+            "integrations",
+            "create",
+            "--tenant",
+            &tenant.to_string(),
+            "--name",
+            name,
+            "--type",
+            kind,
+            "--entities",
+            entities,
+            "--direction",
+            direction,
+            "--settings",
+            &settings.to_string(),
+            "--credentials",
+            &credentials.to_string(),
+        ]));
+        assert!(out.status.success(), "create failed: {stderr}");
+        let id = serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let (out, _, stderr) = run(self
+            .cmd()
+            .args(["integrations", "activate", &id.to_string()]));
+        assert!(out.status.success(), "activate failed: {stderr}");
+        id
+    }
+
+    /// Enqueues a manual sync through the CLI and returns the run id.
+    pub fn sync(&self, integration: i64) -> uuid::Uuid {
+        let (out, stdout, stderr) =
+            run(self
+                .cmd()
+                .args(["--output", "json", "sync", &integration.to_string()]));
+        assert!(out.status.success(), "sync failed: {stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    pub async fn wait_run(&self, run: uuid::Uuid, timeout: Duration) -> passerelle_store::SyncRun {
+        let start = std::time::Instant::now();
+        loop {
+            let r = self.db.store.run(run).await.unwrap().unwrap();
+            if r.status.is_terminal() {
+                return r;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "run {run} still {} after {timeout:?}: {r:?}",
+                r.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `f` holds of the run.
+    pub async fn wait_until(
+        &self,
+        run: uuid::Uuid,
+        timeout: Duration,
+        f: impl Fn(&passerelle_store::SyncRun) -> bool,
+    ) {
+        let start = std::time::Instant::now();
+        loop {
+            let r = self.db.store.run(run).await.unwrap().unwrap();
+            if f(&r) {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "condition not reached after {timeout:?}: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stats(&self) -> passerelle_sandbox::custom_api::AccountStats {
+        self.sandbox.custom_api().stats(&self.api_key).unwrap()
+    }
+
+    /// Asserts every record of `collection` was created exactly once at the ERP.
+    pub fn assert_exactly_once(&self, collection: &str, expected: u64) {
+        let stats = self.stats();
+        assert_eq!(
+            stats.creates.get(collection).copied().unwrap_or(0),
+            expected,
+            "creates of {collection}: {stats:?}"
+        );
+        assert!(
+            stats.creates_by_key.values().all(|n| *n == 1),
+            "a key created twice"
+        );
+        assert!(
+            stats
+                .duplicate_business_keys
+                .get(collection)
+                .is_none_or(|d| d.is_empty()),
+            "duplicate {collection} at the ERP: {:?}",
+            stats.duplicate_business_keys.get(collection)
+        );
+        assert_eq!(
+            stats.records.get(collection).copied().unwrap_or(0),
+            expected
+        );
+    }
+
+    pub async fn broker(&self) -> passerelle_queue::Broker {
+        passerelle_queue::Broker::connect(
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            passerelle_queue::Topology {
+                prefix: self.prefix.clone(),
+                delivery_limit: 5,
+                retry_delays: [1, 2, 4].map(Duration::from_secs).to_vec(),
+            },
+        )
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Quorum queues cost the broker memory each: remove this test's topology.
+        let prefix = self.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let topology = passerelle_queue::Topology {
+                    prefix,
+                    delivery_limit: 5,
+                    retry_delays: [1, 2, 4].map(Duration::from_secs).to_vec(),
+                };
+                if let Ok(broker) = passerelle_queue::Broker::connect(
+                    "amqp://guest:guest@127.0.0.1:5672/%2f",
+                    topology,
+                )
+                .await
+                {
+                    let _ = broker.delete_topology().await;
+                    broker.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A worker process, killed (SIGKILL) on drop unless it already exited.
+pub struct Worker {
+    pub child: Option<std::process::Child>,
+    pub log: std::path::PathBuf,
+}
+
+impl Worker {
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.as_ref().unwrap().id()).unwrap()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "worker did not exit within {timeout:?}; log: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
