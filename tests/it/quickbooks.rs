@@ -387,6 +387,19 @@ async fn quickbooks_429s_are_honoured_and_the_sync_completes() {
         "export",
         serde_json::json!({"batch_size": 2}),
     );
+    // Whether the natural limit is reached depends on how fast this machine runs the
+    // pipeline, so the first write is also throttled on purpose: the test always sees a 429
+    // with Retry-After, and must not call again before it expires.
+    q.env.sandbox.quickbooks().inject(
+        &q.realm_id,
+        Fault::Status {
+            status: 429,
+            retry_after: Some(1),
+            times: 1,
+            method: Some("POST".into()),
+            path_contains: Some("/batch".into()),
+        },
+    );
     let _w = q.env.worker(1);
     let r = q.env.wait_run(q.env.sync(integration), LONG).await;
     assert_eq!(

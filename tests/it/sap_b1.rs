@@ -386,10 +386,28 @@ async fn sap_b1_an_overloaded_server_is_waited_for_and_the_sync_completes() {
     let b1 = B1 { env };
     let seeded = b1.env.db.store.seed_tenant("Acme", 12, 1, 0).await.unwrap();
     let integration = b1.integration(seeded.tenant_id, "products", "export");
+    // Whether the natural limit is reached depends on how fast this machine runs the
+    // pipeline, so the first create is also answered 503 on purpose: the test always sees an
+    // overloaded answer with Retry-After, and must not call again before it expires.
+    b1.env.sandbox.sap_b1().inject(
+        DB,
+        Fault::Status {
+            status: 503,
+            retry_after: Some(1),
+            times: 1,
+            method: Some("POST".into()),
+            path_contains: Some("/Items".into()),
+        },
+    );
     let _w = b1.env.worker(1);
     let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
     assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     let stats = b1.env.sandbox.sap_b1().stats(DB).unwrap();
+    assert_eq!(
+        stats.violations, 0,
+        "called again before Retry-After: {stats:?}"
+    );
+    assert!(stats.max_requests_in_window <= 3, "{stats:?}");
     assert!(
         stats.overloaded > 0,
         "the server was never overloaded: {stats:?}"

@@ -156,7 +156,10 @@ impl Env {
             .env("PASSERELLE__WORKER__LEASE_TTL_SECS", "3")
             .env("PASSERELLE__WORKER__SHUTDOWN_GRACE_SECS", "10")
             .env("PASSERELLE__AMQP__RETRY_DELAYS_SECS", "1,2,4")
-            .env("PASSERELLE__LOG__FILTER", "info,sqlx=warn,lapin=warn");
+            .env(
+                "PASSERELLE__LOG__FILTER",
+                std::env::var("PASSERELLE_TEST_LOG").unwrap_or("info,sqlx=warn,lapin=warn".into()),
+            );
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
@@ -414,6 +417,9 @@ impl Drop for Worker {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_file(&self.log);
+        // PASSERELLE_TEST_KEEP_LOGS=1 keeps the worker's log for a post-mortem.
+        if std::env::var_os("PASSERELLE_TEST_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }

@@ -302,11 +302,29 @@ async fn xero_429s_are_honoured_and_the_sync_completes() {
         "export",
         serde_json::json!({"batch_size": 2}),
     );
+    // Whether the natural limit is reached depends on how fast this machine runs the
+    // pipeline, so the first write is also throttled on purpose: the test always sees a 429
+    // with Retry-After, and must not call again before it expires.
+    x.env.sandbox.xero().inject(
+        &x.tenant_id,
+        Fault::Status {
+            status: 429,
+            retry_after: Some(1),
+            times: 1,
+            method: Some("POST".into()),
+            path_contains: Some("/Items".into()),
+        },
+    );
     let _w = x.env.worker(1);
     let r = x.env.wait_run(x.env.sync(integration), LONG).await;
     assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     let stats = x.stats();
     assert!(stats.rate_limited > 0, "{stats:?}");
+    assert_eq!(
+        stats.violations, 0,
+        "called again before Retry-After: {stats:?}"
+    );
+    assert!(stats.max_requests_in_window <= 4, "{stats:?}");
     assert_eq!(stats.creates.get("Items").copied(), Some(20));
     x.assert_no_duplicates();
 }

@@ -409,26 +409,43 @@ impl HttpRuntime {
     }
 
     async fn send_once(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {
-        self.wait_for_gate()?.await;
-        let permit = match &self.fleet {
-            Some((gate, key, limits)) => {
-                gate.admit(key, limits, self.options.max_inline_wait)
-                    .await?
+        let permit = loop {
+            self.wait_for_gate()?.await;
+            let permit = match &self.fleet {
+                Some((gate, key, limits)) => {
+                    gate.admit(key, limits, self.options.max_inline_wait)
+                        .await?
+                }
+                None => None,
+            };
+            // While this call waited for its slot or permit, another one may have been told
+            // to wait (429, 503 with Retry-After): that applies to this call too.
+            if !self.embargoed() {
+                break permit;
             }
-            None => None,
+            if let (Some((gate, key, _)), Some(permit)) = (&self.fleet, permit) {
+                gate.release(key, permit).await;
+            }
         };
         let result = self.exchange(call).await;
-        if let (Some((gate, key, _)), Some(permit)) = (&self.fleet, permit) {
-            gate.release(key, permit).await;
-        }
         if let (Err(error), Some((gate, key, _))) = (&result, &self.fleet)
             && let Some(wait) = error.retry_after()
             && matches!(error, ConnectorError::RateLimited { .. })
         {
-            // Tell the whole fleet, not only this process.
+            // Tell the whole fleet, not only this process, before the permit goes back: the
+            // next holder must see the block.
             gate.block(key, wait).await;
         }
+        if let (Some((gate, key, _)), Some(permit)) = (&self.fleet, permit) {
+            gate.release(key, permit).await;
+        }
         result
+    }
+
+    /// Whether an ERP's "wait" is still running for this client.
+    fn embargoed(&self) -> bool {
+        let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        gate.embargo.is_some_and(|until| until > Instant::now())
     }
 
     async fn exchange(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {

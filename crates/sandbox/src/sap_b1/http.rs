@@ -142,7 +142,11 @@ async fn plan(sim: &SapB1Sim, company: &Company, injection: Option<Injection>) -
                 && (status == StatusCode::TOO_MANY_REQUESTS
                     || status == StatusCode::SERVICE_UNAVAILABLE)
             {
-                lock(&company.state).gate.told_to_wait(Utc::now(), secs);
+                let mut state = lock(&company.state);
+                state.gate.told_to_wait(Utc::now(), secs);
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    state.overloaded += 1;
+                }
             }
             let reply = match status.as_u16() {
                 401 => invalid_session(),

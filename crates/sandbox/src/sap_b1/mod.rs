@@ -149,7 +149,7 @@ pub struct SapB1Stats {
     pub duplicate_references: BTreeMap<String, Vec<String>>,
     /// Creates refused because the key (`ItemCode`, `CardCode`) already existed.
     pub rejected_duplicate_keys: u64,
-    /// `503`s sent by the throttle.
+    /// `503`s sent by the throttle, or injected with a `Retry-After`.
     pub overloaded: u64,
     /// Requests received while the client had been told (by `Retry-After`) to wait.
     pub violations: u64,
