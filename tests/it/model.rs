@@ -576,3 +576,50 @@ async fn log_scopes_filter_by_integration_tenant_entity_status_and_age() {
     assert_eq!(recent.len(), 1);
     assert_eq!(recent[0].entity_type, Some(LogEntityType::Product));
 }
+
+#[tokio::test]
+async fn bulk_written_mapping_tables_are_analyzed_without_waiting_for_autovacuum() {
+    let db = TestDb::migrated("stats").await;
+    let i = integration(&db, SyncFrequency::Hourly).await;
+    let analyzed = |db: &TestDb| {
+        let pool = db.store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'integration_mappings'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // Autovacuum must not get there first (this database is the test's own).
+    sqlx::query("ALTER TABLE integration_mappings SET (autovacuum_enabled = false)")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    // Below the threshold: left to autovacuum.
+    assert!(db.store.refresh_statistics().await.unwrap().is_empty());
+    sqlx::query(
+        "INSERT INTO integration_mappings (integration_id, tenant_id, entity_type, internal_id, external_id)
+         SELECT $1, $2, 'order', g::text, 'EXT-' || g FROM generate_series(1, 3000) g",
+    )
+    .bind(i.id)
+    .bind(i.tenant_id)
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    // The server publishes table counters with a delay of up to a few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let tables = loop {
+        let tables = db.store.refresh_statistics().await.unwrap();
+        if !tables.is_empty() || std::time::Instant::now() > deadline {
+            break tables;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(tables, vec!["integration_mappings"]);
+    assert_eq!(analyzed(&db).await, 1);
+    // Analyzed: nothing more to do until the table changes again by enough.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(db.store.refresh_statistics().await.unwrap().is_empty());
+}

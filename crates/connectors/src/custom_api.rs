@@ -236,8 +236,9 @@ impl CustomApiConnector {
         }
     }
 
-    async fn export_one(&self, entity: Entity, op: ExportOp) -> ExportResult {
+    async fn export_one(&self, entity: Entity, mut op: ExportOp) -> ExportResult {
         let start = Instant::now();
+        let payload = std::mem::take(&mut op.payload);
         let endpoint = self
             .settings
             .endpoints
@@ -274,12 +275,7 @@ impl CustomApiConnector {
                 ));
             }
             let url = self.settings.url(&path)?;
-            let call = self.call(
-                method,
-                url,
-                Some(op.payload.clone()),
-                Some(&op.idempotency_key),
-            );
+            let call = self.call(method, url, Some(payload), Some(&op.idempotency_key));
             let reply = self.http.send(&call).await?;
             let what = format!("{} {}", call.method, path);
             let body = reply.json(&what)?;
@@ -311,7 +307,7 @@ impl CustomApiConnector {
         }
         .await;
         let (outcome, response) = match outcome {
-            Ok((exported, body)) => (Ok(exported), Some(self.http.redactor().json(&body))),
+            Ok((exported, body)) => (Ok(exported), Some(self.http.redactor().json_owned(body))),
             // The contract's 422 for a key reused with another body: our intent no longer
             // matches what the API saw. Not a refusal of the record (which may exist): stop.
             Err(ConnectorError::Rejected {

@@ -243,15 +243,64 @@ impl Redactor {
     }
 
     pub fn json(&self, value: &serde_json::Value) -> serde_json::Value {
-        if self.secrets.is_empty() {
-            return value.clone();
+        self.json_owned(value.clone())
+    }
+
+    /// [`Redactor::json`] for a value the caller no longer needs: no copy when nothing in it
+    /// is secret (the common case, checked without serializing it). Keys, strings and
+    /// numbers are searched; a secret inside one is replaced by `<redacted>`, and a number
+    /// that holds one becomes the string `"<redacted>"`.
+    pub fn json_owned(&self, mut value: serde_json::Value) -> serde_json::Value {
+        if !self.secrets.is_empty() && self.holds_secret(&value) {
+            self.redact_in_place(&mut value);
         }
-        let text = value.to_string();
-        let redacted = self.text(&text);
-        if redacted == text {
-            value.clone()
-        } else {
-            serde_json::from_str(&redacted).unwrap_or(serde_json::Value::Null)
+        value
+    }
+
+    fn holds_secret(&self, value: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        let hit = |s: &str| {
+            self.secrets
+                .iter()
+                .any(|secret| s.contains(secret.as_str()))
+        };
+        match value {
+            Value::String(s) => hit(s),
+            Value::Number(n) => hit(&n.to_string()),
+            Value::Array(items) => items.iter().any(|v| self.holds_secret(v)),
+            Value::Object(map) => map.iter().any(|(k, v)| hit(k) || self.holds_secret(v)),
+            Value::Null | Value::Bool(_) => false,
+        }
+    }
+
+    fn redact_in_place(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => {
+                if self
+                    .secrets
+                    .iter()
+                    .any(|secret| s.contains(secret.as_str()))
+                {
+                    *s = self.text(s);
+                }
+            }
+            Value::Number(n) => {
+                let text = n.to_string();
+                let redacted = self.text(&text);
+                if redacted != text {
+                    *value = Value::String(redacted);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_in_place(v)),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (k, mut v) in entries {
+                    self.redact_in_place(&mut v);
+                    map.insert(self.text(&k), v);
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
         }
     }
 
@@ -806,6 +855,19 @@ mod tests {
         );
         let v = r.json(&serde_json::json!({"echo": "sk_live_123456"}));
         assert_eq!(v["echo"], "<redacted>");
+        // Nested, inside longer strings, in keys, and a numeric secret as a number.
+        let v = r.json(&serde_json::json!({
+            "a": [{"b": "Bearer sk_live_123456."}],
+            "sk_live_123456": 1,
+            "ok": "nothing here"
+        }));
+        assert_eq!(v["a"][0]["b"], "Bearer <redacted>.");
+        assert_eq!(v["<redacted>"], 1);
+        assert_eq!(v["ok"], "nothing here");
+        assert!(!v.to_string().contains("sk_live"));
+        let pin = Redactor::new(["98765432".to_owned()]);
+        let v = pin.json_owned(serde_json::json!({"pin": 98765432, "n": 7}));
+        assert_eq!(v, serde_json::json!({"pin": "<redacted>", "n": 7}));
         let e = r.error(ConnectorError::Auth {
             message: "bad sk_live_123456".into(),
         });

@@ -12,6 +12,7 @@ pub mod mappings;
 pub mod migrate;
 pub mod rotation;
 pub mod runs;
+pub mod statistics;
 pub mod sync;
 
 use passerelle_core::vault::VaultError;
@@ -59,6 +60,7 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    statistics: std::sync::Arc<statistics::StatisticsKeeper>,
 }
 
 impl Store {
@@ -75,11 +77,14 @@ impl Store {
             .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            statistics: Default::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

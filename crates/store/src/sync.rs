@@ -68,6 +68,14 @@ pub struct Intent {
     pub recorded_at: Option<DateTime<Utc>>,
 }
 
+/// A create about to be sent for the first time: what [`Store::record_intents`] records.
+#[derive(Debug, Clone, Copy)]
+pub struct NewIntent<'a> {
+    pub internal_id: &'a str,
+    pub idempotency_key: &'a str,
+    pub request: &'a serde_json::Value,
+}
+
 /// Everything one chunk records, atomically.
 #[derive(Debug, Clone)]
 pub struct ChunkCommit<'a> {
@@ -165,11 +173,15 @@ impl Store {
             .unwrap_or_default();
         let pool = &self.pool;
         // Every query pages by (updated_at, id) after the cursor, within the pass window.
+        // Absent bounds are COALESCEd to -infinity rather than written `$3 IS NULL OR …`:
+        // the generic plan Postgres switches to after five executions can then use the row
+        // comparison as an index bound. With the OR it read every earlier row of the tenant
+        // on each page, so a long export slowed down page after page.
         Ok(match entity {
             Entity::Product => sqlx::query_as::<_, ProductRecord>(
                 "SELECT id, sku, name, description, price, currency, active, updated_at FROM platform.products
-                  WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR updated_at >= $2)
-                    AND ($3::timestamptz IS NULL OR (updated_at, id) > ($3, $4))
+                  WHERE tenant_id = $1 AND updated_at >= COALESCE($2::timestamptz, '-infinity')
+                    AND (updated_at, id) > (COALESCE($3::timestamptz, '-infinity'), COALESCE($4::bigint, 0))
                   ORDER BY updated_at, id LIMIT $5",
             )
             .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
@@ -177,8 +189,8 @@ impl Store {
             .into_iter().map(PlatformRecord::Product).collect(),
             Entity::Customer => sqlx::query_as::<_, CustomerRecord>(
                 "SELECT id, email, name, company_name, phone, vat_number, updated_at FROM platform.customers
-                  WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR updated_at >= $2)
-                    AND ($3::timestamptz IS NULL OR (updated_at, id) > ($3, $4))
+                  WHERE tenant_id = $1 AND updated_at >= COALESCE($2::timestamptz, '-infinity')
+                    AND (updated_at, id) > (COALESCE($3::timestamptz, '-infinity'), COALESCE($4::bigint, 0))
                   ORDER BY updated_at, id LIMIT $5",
             )
             .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
@@ -189,8 +201,8 @@ impl Store {
                     "SELECT o.id, o.order_number, o.customer_id, c.email AS customer_email, o.status, o.currency,
                             o.total_amount, o.created_at, o.updated_at
                        FROM platform.orders o LEFT JOIN platform.customers c ON c.id = o.customer_id
-                      WHERE o.tenant_id = $1 AND ($2::timestamptz IS NULL OR o.updated_at >= $2)
-                        AND ($3::timestamptz IS NULL OR (o.updated_at, o.id) > ($3, $4))
+                      WHERE o.tenant_id = $1 AND o.updated_at >= COALESCE($2::timestamptz, '-infinity')
+                        AND (o.updated_at, o.id) > (COALESCE($3::timestamptz, '-infinity'), COALESCE($4::bigint, 0))
                       ORDER BY o.updated_at, o.id LIMIT $5",
                 )
                 .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
@@ -224,8 +236,8 @@ impl Store {
                    FROM platform.invoices i
                    LEFT JOIN platform.orders o ON o.id = i.order_id
                    LEFT JOIN platform.customers c ON c.id = i.customer_id
-                  WHERE i.tenant_id = $1 AND ($2::timestamptz IS NULL OR i.updated_at >= $2)
-                    AND ($3::timestamptz IS NULL OR (i.updated_at, i.id) > ($3, $4))
+                  WHERE i.tenant_id = $1 AND i.updated_at >= COALESCE($2::timestamptz, '-infinity')
+                    AND (i.updated_at, i.id) > (COALESCE($3::timestamptz, '-infinity'), COALESCE($4::bigint, 0))
                   ORDER BY i.updated_at, i.id LIMIT $5",
             )
             .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
@@ -234,8 +246,8 @@ impl Store {
             Entity::Inventory => sqlx::query_as::<_, InventoryRecord>(
                 "SELECT s.product_id, p.sku, s.warehouse_code, s.quantity, s.updated_at
                    FROM platform.inventory s JOIN platform.products p ON p.id = s.product_id
-                  WHERE s.tenant_id = $1 AND ($2::timestamptz IS NULL OR s.updated_at >= $2)
-                    AND ($3::timestamptz IS NULL OR (s.updated_at, s.product_id, s.warehouse_code) > ($3, $4, $6))
+                  WHERE s.tenant_id = $1 AND s.updated_at >= COALESCE($2::timestamptz, '-infinity')
+                    AND (s.updated_at, s.product_id, s.warehouse_code) > (COALESCE($3::timestamptz, '-infinity'), COALESCE($4::bigint, 0), COALESCE($6::text, ''))
                   ORDER BY s.updated_at, s.product_id, s.warehouse_code LIMIT $5",
             )
             .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit).bind(after_wh)
@@ -334,33 +346,34 @@ impl Store {
         Ok(intents_by_record(rows))
     }
 
-    /// Records creates about to be sent (one statement per chunk) and returns the intent in
-    /// force for each record: an existing one is kept and returned, because a retry must reuse
-    /// the first attempt's key and body.
+    /// Records creates about to be sent (one statement per chunk) and returns, for each record
+    /// where another attempt's intent was already recorded, that intent: it stays in force,
+    /// because a retry must reuse the first attempt's key and body. Records absent from the
+    /// result were recorded as given.
     pub async fn record_intents(
         &self,
         integration_id: i64,
         entity: Entity,
         run_id: uuid::Uuid,
-        intents: &[(String, Intent)],
+        intents: &[NewIntent<'_>],
     ) -> Result<HashMap<String, Intent>, StoreError> {
         if intents.is_empty() {
             return Ok(HashMap::new());
         }
-        let internal: Vec<&str> = intents.iter().map(|(i, _)| i.as_str()).collect();
-        let keys: Vec<&str> = intents
-            .iter()
-            .map(|(_, x)| x.idempotency_key.as_str())
-            .collect();
-        let requests: Vec<&serde_json::Value> = intents.iter().map(|(_, x)| &x.request).collect();
-        // The no-op update makes RETURNING yield the existing row on a conflict.
-        let rows: Vec<(String, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
+        let internal: Vec<&str> = intents.iter().map(|x| x.internal_id).collect();
+        let keys: Vec<&str> = intents.iter().map(|x| x.idempotency_key).collect();
+        let requests: Vec<&serde_json::Value> = intents.iter().map(|x| x.request).collect();
+        // The no-op update locks an existing row until this transaction ends (so the commit
+        // that resolves it cannot delete it meanwhile) and makes RETURNING yield it; only
+        // those rows' bodies are read back, not the ones just inserted.
+        let mut tx = self.pool.begin().await?;
+        let in_force: Vec<(String, String)> = sqlx::query_as(
             "INSERT INTO sync_intents (integration_id, entity, internal_id, idempotency_key, request, run_id)
              SELECT $1, $2, v.internal_id, v.key, v.request, $6
                FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS v(internal_id, key, request)
              ON CONFLICT (integration_id, entity, internal_id)
                 DO UPDATE SET idempotency_key = sync_intents.idempotency_key
-             RETURNING internal_id, idempotency_key, request, created_at",
+             RETURNING internal_id, idempotency_key",
         )
         .bind(integration_id)
         .bind(entity)
@@ -368,8 +381,31 @@ impl Store {
         .bind(&keys)
         .bind(&requests)
         .bind(run_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        let ours: HashMap<&str, &str> = intents
+            .iter()
+            .map(|x| (x.internal_id, x.idempotency_key))
+            .collect();
+        let taken: Vec<&str> = in_force
+            .iter()
+            .filter(|(id, key)| ours.get(id.as_str()) != Some(&key.as_str()))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if taken.is_empty() {
+            tx.commit().await?;
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT internal_id, idempotency_key, request, created_at FROM sync_intents
+              WHERE integration_id = $1 AND entity = $2 AND internal_id = ANY($3)",
+        )
+        .bind(integration_id)
+        .bind(entity)
+        .bind(&taken)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(intents_by_record(rows))
     }
 
@@ -508,6 +544,7 @@ impl ChunkTx<'_> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        store.after_bulk_write();
         Ok(())
     }
 

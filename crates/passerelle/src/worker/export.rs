@@ -6,7 +6,7 @@ use passerelle_connectors::{ConnectorError, ExportAction, ExportOp};
 use passerelle_core::platform::PlatformRecord;
 use passerelle_core::{Entity, LogAction, LogDirection, LogStatus};
 use passerelle_store::sync::{
-    ChunkCommit, EXPORT_OVERLAP, ExportCursor, Intent, KnownMapping, MappingWrite, RowPosition,
+    ChunkCommit, EXPORT_OVERLAP, ExportCursor, KnownMapping, MappingWrite, NewIntent, RowPosition,
 };
 use passerelle_store::{NewLog, StoreError};
 use sha2::{Digest, Sha256};
@@ -14,8 +14,28 @@ use std::collections::HashMap;
 
 /// A stable digest of what we send, kept with the mapping: equal digest, nothing to send.
 pub(super) fn content_hash(payload: &serde_json::Value) -> String {
-    let digest = Sha256::digest(payload.to_string().as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    /// Feeds the serializer's output straight into the digest: no intermediate string.
+    struct Hasher(Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hasher = Hasher(Sha256::new());
+    // Serializing a `Value` into a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut hasher, payload);
+    let digest = hasher.0.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Whether a mapped row needs no export: what we would send is what we last sent, or the row
@@ -82,6 +102,8 @@ fn log(step: &StepContext<'_>, entity: Entity, internal_id: &str) -> NewLog {
 struct Prepared {
     rows: Vec<PlatformRecord>,
     ops: Vec<ExportOp>,
+    /// The content hash of each op's payload, as sent (kept with its mapping).
+    hashes: Vec<String>,
     /// Row index of each op, to find where to resume after a retryable failure.
     op_rows: Vec<usize>,
     /// Log rows of records that failed before sending (they could not be mapped).
@@ -105,6 +127,7 @@ async fn prepare(
     let mut prepared = Prepared {
         rows: Vec::new(),
         ops: Vec::new(),
+        hashes: Vec::new(),
         op_rows: Vec::new(),
         logs: Vec::new(),
         skipped: 0,
@@ -119,7 +142,8 @@ async fn prepare(
         store.mappings_of(integration.id, entity.mapping_entity(), &internal_ids),
         store.intents_of(integration.id, entity, &internal_ids),
     )?;
-    let mut new_intents = Vec::new();
+    // Ops that are first attempts at a create: their intents are recorded below.
+    let mut new_intents: Vec<usize> = Vec::new();
     for (index, record) in rows.iter().enumerate() {
         let internal_id = &internal_ids[index];
         let payload = match step.connector.map_record(record) {
@@ -161,6 +185,7 @@ async fn prepare(
                     mapping_metadata: known.metadata.clone(),
                     references: HashMap::new(),
                 });
+                prepared.hashes.push(hash);
                 prepared.op_rows.push(index);
             }
             None => {
@@ -174,18 +199,13 @@ async fn prepare(
                         intent.recorded_at,
                     ),
                     None => {
-                        let key = uuid::Uuid::new_v4().to_string();
-                        new_intents.push((
-                            internal_id.clone(),
-                            Intent {
-                                idempotency_key: key.clone(),
-                                request: payload.clone(),
-                                recorded_at: None,
-                            },
-                        ));
-                        (key, payload, false, None)
+                        new_intents.push(prepared.ops.len());
+                        (uuid::Uuid::new_v4().to_string(), payload, false, None)
                     }
                 };
+                prepared
+                    .hashes
+                    .push(if retried { content_hash(&body) } else { hash });
                 prepared.ops.push(ExportOp {
                     internal_id: internal_id.clone(),
                     external_id: None,
@@ -200,17 +220,24 @@ async fn prepare(
             }
         }
     }
-    let in_force = store
-        .record_intents(integration.id, entity, step.lease.run_id, &new_intents)
+    let recording: Vec<NewIntent<'_>> = new_intents
+        .iter()
+        .map(|&i| NewIntent {
+            internal_id: &prepared.ops[i].internal_id,
+            idempotency_key: &prepared.ops[i].idempotency_key,
+            request: &prepared.ops[i].payload,
+        })
+        .collect();
+    let mut in_force = store
+        .record_intents(integration.id, entity, step.lease.run_id, &recording)
         .await?;
-    for op in &mut prepared.ops {
-        if let Some(intent) = in_force.get(&op.internal_id)
-            && op.external_id.is_none()
-            && intent.idempotency_key != op.idempotency_key
-        {
+    for i in new_intents {
+        let op = &mut prepared.ops[i];
+        if let Some(intent) = in_force.remove(&op.internal_id) {
             // Another attempt recorded its intent first: send its key and body.
-            op.idempotency_key = intent.idempotency_key.clone();
-            op.payload = intent.request.clone();
+            prepared.hashes[i] = content_hash(&intent.request);
+            op.idempotency_key = intent.idempotency_key;
+            op.payload = intent.request;
             op.retried_create = true;
             op.intent_recorded_at = intent.recorded_at;
         }
@@ -282,6 +309,7 @@ pub(super) async fn run_step(
         let Prepared {
             rows,
             ops,
+            hashes,
             op_rows,
             mut logs,
             skipped,
@@ -311,25 +339,29 @@ pub(super) async fn run_step(
                 Some(prepare(step, entity, &after_all).await)
             }
         };
-        let (results, committed, next_prepared) = tokio::join!(send, previous, look_ahead);
+        let ((results, send_ms), (committed, commit_ms), (next_prepared, prepare_ms)) =
+            tokio::join!(timed(send), timed(previous), timed(look_ahead));
+        tracing::debug!(send_ms, commit_ms, prepare_ms, "export chunk stages");
         committed?;
         let mut mappings_out = Vec::new();
         let mut resolved = Vec::new();
         let mut synced = 0;
         let mut retry: Option<(usize, ConnectorError)> = None;
         let mut fatal: Option<(ConnectorError, bool)> = None;
-        for ((result, payload), row_index) in results.into_iter().zip(payloads).zip(op_rows) {
+        for (((result, payload), hash), row_index) in
+            results.into_iter().zip(payloads).zip(hashes).zip(op_rows)
+        {
             let mut entry = log(step, entity, &result.internal_id);
             entry.action = match result.action {
                 ExportAction::Create => LogAction::Create,
                 ExportAction::Update => LogAction::Update,
             };
             entry.duration_ms = i32::try_from(result.duration_ms).ok();
-            entry.request_data = Some(payload.clone());
-            entry.response_data = result.response.clone();
+            entry.request_data = Some(payload);
+            entry.response_data = result.response;
             match result.outcome {
                 Ok(exported) => {
-                    let mut metadata = serde_json::json!({ "hash": content_hash(&payload) });
+                    let mut metadata = serde_json::json!({ "hash": hash });
                     if let (Some(extra), Some(obj)) = (
                         exported.metadata.as_ref().and_then(|m| m.as_object()),
                         metadata.as_object_mut(),
@@ -431,6 +463,12 @@ pub(super) async fn run_step(
     }
 }
 
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, u64) {
+    let t = std::time::Instant::now();
+    let out = f.await;
+    (out, t.elapsed().as_millis() as u64)
+}
+
 /// A chunk's commit still under way.
 type PendingCommit<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
@@ -460,4 +498,18 @@ async fn commit(
         failed,
     };
     step.ctx.store.commit_chunk(chunk, chrono::Utc::now()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_hash;
+
+    #[test]
+    fn content_hash_is_the_first_half_of_the_sha256_of_the_compact_json() {
+        // Stored with every mapping: it must never change, or every record is sent again.
+        // Reference: python3 -c "import hashlib; print(hashlib.sha256(
+        //   b'{\"a\":1,\"b\":[\"x\",null]}').hexdigest()[:32])"
+        let value = serde_json::json!({"a": 1, "b": ["x", null]});
+        assert_eq!(content_hash(&value), "18c018603b12c4beed8593acb6ad65cd");
+    }
 }
