@@ -9,7 +9,6 @@ use crate::{
     elapsed_ms,
 };
 use async_trait::async_trait;
-use futures::StreamExt;
 use passerelle_core::platform::{
     ImportedData, ImportedRecord, PlatformRecord, decimal_to_json, json_to_decimal,
 };
@@ -592,10 +591,11 @@ impl Connector for CustomApiConnector {
 
     async fn export(&self, entity: Entity, ops: Vec<ExportOp>) -> Vec<ExportResult> {
         // Sent concurrently, results in op order; the HTTP runtime paces and embargoes.
-        futures::stream::iter(ops.into_iter().map(|op| self.export_one(entity, op)))
-            .buffered(self.settings.concurrency)
-            .collect()
-            .await
+        crate::in_order_concurrently(
+            ops.into_iter().map(|op| self.export_one(entity, op)),
+            self.settings.concurrency,
+        )
+        .await
     }
 
     async fn import_page(

@@ -34,7 +34,6 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use passerelle_core::platform::{
     ImportedData, ImportedRecord, PlatformRecord, decimal_to_json, json_to_decimal,
 };
@@ -1384,12 +1383,11 @@ impl Connector for DynamicsConnector {
         if table.lines.is_none() {
             return self.export_batched(table, ops).await;
         }
-        // `buffered` keeps the results in the ops' order.
-        futures::stream::iter(ops)
-            .map(|op| self.write(table, op))
-            .buffered(EXPORT_PARALLELISM)
-            .collect()
-            .await
+        crate::in_order_concurrently(
+            ops.into_iter().map(|op| self.write(table, op)),
+            EXPORT_PARALLELISM,
+        )
+        .await
     }
 
     async fn import_page(

@@ -270,3 +270,68 @@ pub(crate) fn elapsed_ms(start: std::time::Instant) -> u32 {
 
 /// Default pause before a retry when the ERP did not say.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Runs `futures` with at most `limit` in flight, starting the next one as soon as any one
+/// finishes, and returns their outputs in input order. (`StreamExt::buffered` also keeps
+/// the order, but starts nothing new while the oldest is unfinished: one slow request
+/// would idle the other slots.)
+pub(crate) async fn in_order_concurrently<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+    limit: usize,
+) -> Vec<F::Output> {
+    use futures::StreamExt;
+    async fn tagged<F: std::future::Future>(index: usize, future: F) -> (usize, F::Output) {
+        (index, future.await)
+    }
+    let mut waiting = futures.into_iter().enumerate();
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut out = Vec::new();
+    loop {
+        while running.len() < limit.max(1) {
+            let Some((index, future)) = waiting.next() else {
+                break;
+            };
+            running.push(tagged(index, future));
+        }
+        let Some(done) = running.next().await else {
+            break;
+        };
+        out.push(done);
+    }
+    out.sort_unstable_by_key(|(index, _)| *index);
+    out.into_iter().map(|(_, output)| output).collect()
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::in_order_concurrently;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_slow_first_future_does_not_hold_up_the_others_and_order_is_kept() {
+        let started = Instant::now();
+        // One slow future first, then 20 quick ones, 2 slots: with `buffered` the quick ones
+        // would wait for the slow one (about 10 × 20 ms + 300 ms); here they share the
+        // second slot while the first runs.
+        let delays = std::iter::once(300u64).chain(std::iter::repeat_n(10, 20));
+        let out = in_order_concurrently(
+            delays.enumerate().map(|(i, ms)| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                (i, Instant::now())
+            }),
+            2,
+        )
+        .await;
+        assert_eq!(
+            out.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            (0..21).collect::<Vec<_>>()
+        );
+        // The quick ones all finished before the slow one.
+        assert!(out[1..].iter().all(|(_, at)| *at < out[0].1));
+        assert!(
+            started.elapsed() < Duration::from_millis(450),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -24,7 +24,6 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
-use futures::StreamExt as _;
 use passerelle_core::platform::{
     ImportedData, ImportedRecord, PlatformRecord, decimal_to_json, json_to_decimal,
 };
@@ -954,12 +953,12 @@ impl Connector for SapB1Connector {
                 })
                 .collect();
         };
-        // In order, a few at a time; `buffered` keeps the results in the ops' order.
-        futures::stream::iter(ops)
-            .map(|op| self.export_one(target, op))
-            .buffered(EXPORT_PARALLELISM)
-            .collect()
-            .await
+        // A few at a time; the results come back in the ops' order.
+        crate::in_order_concurrently(
+            ops.into_iter().map(|op| self.export_one(target, op)),
+            EXPORT_PARALLELISM,
+        )
+        .await
     }
 
     async fn import_page(
