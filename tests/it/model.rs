@@ -623,3 +623,63 @@ async fn bulk_written_mapping_tables_are_analyzed_without_waiting_for_autovacuum
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert!(db.store.refresh_statistics().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_chunk_of_logs_beyond_the_parameter_limit_goes_in_whole_with_every_field() {
+    // 5,000 rows: a VALUES list with 14 parameters per row would exceed Postgres' 65,535.
+    let db = TestDb::migrated("logbulk").await;
+    let i = integration(&db, SyncFrequency::Manual).await;
+    let logs: Vec<NewLog> = (0..5000)
+        .map(|n| NewLog {
+            integration_id: i.id,
+            tenant_id: i.tenant_id,
+            entity_type: if n % 2 == 0 {
+                LogEntityType::Order
+            } else {
+                LogEntityType::Inventory
+            },
+            entity_id: Some(n.to_string()),
+            external_id: (n % 3 == 0).then(|| format!("EXT-{n}")),
+            action: LogAction::Update,
+            direction: LogDirection::Import,
+            status: if n == 4999 {
+                LogStatus::Failed
+            } else {
+                LogStatus::Success
+            },
+            request_data: (n % 5 != 0).then(|| json!({"n": n, "text": "l'été \"quoted\""})),
+            response_data: (n % 7 == 0).then(|| json!([n, null])),
+            error_message: (n == 4999).then(|| "refused: SKU unknown".into()),
+            duration_ms: (n % 11 != 0).then_some(n),
+        })
+        .collect();
+    let s = &db.store;
+    assert_eq!(s.insert_logs(s.pool(), &logs, t0()).await.unwrap(), 5000);
+    let all = s
+        .logs(
+            &LogFilter {
+                integration_id: Some(i.id),
+                ..Default::default()
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5000);
+    for log in all.iter().filter(|l| {
+        ["0", "21", "4998", "4999", "35"].contains(&l.entity_id.as_deref().unwrap_or(""))
+    }) {
+        let n: i32 = log.entity_id.as_deref().unwrap().parse().unwrap();
+        let want = &logs[n as usize];
+        assert_eq!(log.entity_type, Some(want.entity_type));
+        assert_eq!(log.external_id, want.external_id);
+        assert_eq!(log.action, Some(LogAction::Update));
+        assert_eq!(log.direction, Some(LogDirection::Import));
+        assert_eq!(log.status, Some(want.status));
+        assert_eq!(log.request_data, want.request_data);
+        assert_eq!(log.response_data, want.response_data);
+        assert_eq!(log.error_message, want.error_message);
+        assert_eq!(log.duration_ms, want.duration_ms);
+        assert_eq!(log.created_at, t0());
+    }
+}

@@ -72,28 +72,47 @@ impl Store {
         if logs.is_empty() {
             return Ok(0);
         }
-        let mut builder = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        // One array per column: a fixed statement (prepared once, whatever the chunk size)
+        // and no limit on rows, where a VALUES list would need 14 parameters per row and
+        // stop at Postgres' 65,535.
+        let column = |f: fn(&NewLog) -> Option<&str>| logs.iter().map(f).collect::<Vec<_>>();
+        let integration: Vec<i64> = logs.iter().map(|l| l.integration_id).collect();
+        let tenant: Vec<i64> = logs.iter().map(|l| l.tenant_id).collect();
+        let request: Vec<Option<&serde_json::Value>> =
+            logs.iter().map(|l| l.request_data.as_ref()).collect();
+        let response: Vec<Option<&serde_json::Value>> =
+            logs.iter().map(|l| l.response_data.as_ref()).collect();
+        let duration: Vec<Option<i32>> = logs.iter().map(|l| l.duration_ms).collect();
+        let done = sqlx::query(
             "INSERT INTO integration_logs (integration_id, tenant_id, entity_type, entity_id, external_id,
                  action, direction, status, request_data, response_data, error_message, duration_ms,
-                 created_at, updated_at) ",
-        );
-        builder.push_values(logs, |mut row, log| {
-            row.push_bind(log.integration_id)
-                .push_bind(log.tenant_id)
-                .push_bind(log.entity_type)
-                .push_bind(&log.entity_id)
-                .push_bind(&log.external_id)
-                .push_bind(log.action)
-                .push_bind(log.direction)
-                .push_bind(log.status)
-                .push_bind(&log.request_data)
-                .push_bind(&log.response_data)
-                .push_bind(&log.error_message)
-                .push_bind(log.duration_ms)
-                .push_bind(now)
-                .push_bind(now);
-        });
-        Ok(builder.build().execute(executor).await?.rows_affected())
+                 created_at, updated_at)
+             SELECT v.integration_id, v.tenant_id, v.entity_type::log_entity_type, v.entity_id,
+                    v.external_id, v.action::log_action, v.direction::log_direction,
+                    v.status::log_status, v.request_data, v.response_data, v.error_message,
+                    v.duration_ms, $13, $13
+               FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[],
+                           $11::text[], $12::int[])
+                 AS v(integration_id, tenant_id, entity_type, entity_id, external_id, action,
+                      direction, status, request_data, response_data, error_message, duration_ms)",
+        )
+        .bind(&integration)
+        .bind(&tenant)
+        .bind(column(|l| Some(l.entity_type.as_str())))
+        .bind(column(|l| l.entity_id.as_deref()))
+        .bind(column(|l| l.external_id.as_deref()))
+        .bind(column(|l| Some(l.action.as_str())))
+        .bind(column(|l| Some(l.direction.as_str())))
+        .bind(column(|l| Some(l.status.as_str())))
+        .bind(&request)
+        .bind(&response)
+        .bind(column(|l| l.error_message.as_deref()))
+        .bind(&duration)
+        .bind(now)
+        .execute(executor)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Convenience for one row.
