@@ -683,3 +683,59 @@ async fn a_chunk_of_logs_beyond_the_parameter_limit_goes_in_whole_with_every_fie
         assert_eq!(log.created_at, t0());
     }
 }
+
+#[tokio::test]
+async fn an_intent_already_recorded_stays_in_force_and_is_the_only_one_read_back() {
+    let db = TestDb::migrated("intents").await;
+    let i = integration(&db, SyncFrequency::Manual).await;
+    let s = &db.store;
+    let run: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO sync_runs (id, integration_id, tenant_id, trigger) VALUES (gen_random_uuid(), $1, $2, 'manual') RETURNING id",
+    )
+    .bind(i.id)
+    .bind(i.tenant_id)
+    .fetch_one(s.pool())
+    .await
+    .unwrap();
+    let first_body = json!({"order_number": "A-1", "total": "10.00"});
+    let intent = |id, key, body| passerelle_store::sync::NewIntent {
+        internal_id: id,
+        idempotency_key: key,
+        request: body,
+    };
+    let entity = passerelle_core::Entity::Order;
+    let fresh = s
+        .record_intents(i.id, entity, run, &[intent("1", "key-1", &first_body)])
+        .await
+        .unwrap();
+    assert!(fresh.is_empty(), "recorded as given: {fresh:?}");
+    // A second attempt (another chunk, or a redelivered job) with new keys and bodies.
+    let later_body = json!({"order_number": "A-1", "total": "12.00"});
+    let other_body = json!({"order_number": "A-2"});
+    let in_force = s
+        .record_intents(
+            i.id,
+            entity,
+            run,
+            &[
+                intent("1", "key-1b", &later_body),
+                intent("2", "key-2", &other_body),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(in_force.len(), 1, "{in_force:?}");
+    let kept = &in_force["1"];
+    assert_eq!(kept.idempotency_key, "key-1");
+    assert_eq!(kept.request, first_body);
+    assert!(kept.recorded_at.is_some());
+    // Both are stored, each with its first key and body.
+    let stored = s
+        .intents_of(i.id, entity, &["1".into(), "2".into()])
+        .await
+        .unwrap();
+    assert_eq!(stored["1"].idempotency_key, "key-1");
+    assert_eq!(stored["1"].request, first_body);
+    assert_eq!(stored["2"].idempotency_key, "key-2");
+    assert_eq!(stored["2"].request, other_body);
+}

@@ -363,17 +363,22 @@ impl Store {
         let internal: Vec<&str> = intents.iter().map(|x| x.internal_id).collect();
         let keys: Vec<&str> = intents.iter().map(|x| x.idempotency_key).collect();
         let requests: Vec<&serde_json::Value> = intents.iter().map(|x| x.request).collect();
-        // The no-op update locks an existing row until this transaction ends (so the commit
-        // that resolves it cannot delete it meanwhile) and makes RETURNING yield it; only
-        // those rows' bodies are read back, not the ones just inserted.
-        let mut tx = self.pool.begin().await?;
-        let in_force: Vec<(String, String)> = sqlx::query_as(
-            "INSERT INTO sync_intents (integration_id, entity, internal_id, idempotency_key, request, run_id)
-             SELECT $1, $2, v.internal_id, v.key, v.request, $6
-               FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS v(internal_id, key, request)
-             ON CONFLICT (integration_id, entity, internal_id)
-                DO UPDATE SET idempotency_key = sync_intents.idempotency_key
-             RETURNING internal_id, idempotency_key",
+        // One statement: the no-op update makes RETURNING yield an existing row too, and
+        // only the rows whose key is not ours (another attempt's, in force) come back with
+        // their bodies; the ones just inserted are not sent back.
+        let rows: Vec<(String, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
+            "WITH v AS (
+                 SELECT * FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS v(internal_id, key, request)
+             ), written AS (
+                 INSERT INTO sync_intents (integration_id, entity, internal_id, idempotency_key, request, run_id)
+                 SELECT $1, $2, v.internal_id, v.key, v.request, $6 FROM v
+                 ON CONFLICT (integration_id, entity, internal_id)
+                    DO UPDATE SET idempotency_key = sync_intents.idempotency_key
+                 RETURNING internal_id, idempotency_key, request, created_at
+             )
+             SELECT w.internal_id, w.idempotency_key, w.request, w.created_at
+               FROM written w JOIN v ON v.internal_id = w.internal_id
+              WHERE w.idempotency_key <> v.key",
         )
         .bind(integration_id)
         .bind(entity)
@@ -381,31 +386,8 @@ impl Store {
         .bind(&keys)
         .bind(&requests)
         .bind(run_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        let ours: HashMap<&str, &str> = intents
-            .iter()
-            .map(|x| (x.internal_id, x.idempotency_key))
-            .collect();
-        let taken: Vec<&str> = in_force
-            .iter()
-            .filter(|(id, key)| ours.get(id.as_str()) != Some(&key.as_str()))
-            .map(|(id, _)| id.as_str())
-            .collect();
-        if taken.is_empty() {
-            tx.commit().await?;
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<(String, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT internal_id, idempotency_key, request, created_at FROM sync_intents
-              WHERE integration_id = $1 AND entity = $2 AND internal_id = ANY($3)",
-        )
-        .bind(integration_id)
-        .bind(entity)
-        .bind(&taken)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(intents_by_record(rows))
     }
 
