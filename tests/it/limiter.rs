@@ -3,7 +3,7 @@
 use crate::support::*;
 use passerelle_core::IntegrationType;
 use passerelle_store::Store;
-use passerelle_store::limiter::{Admission, LimitSpec, WaitReason};
+use passerelle_store::limiter::{AccountLimit, Admission, LimitSpec, WaitReason};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,10 +28,10 @@ async fn acquire_slot(
             .await
             .unwrap()
         {
-            Admission::Granted { start_in, permit } => {
+            Admission::Granted { start_in, permits } => {
                 let slot = Instant::now() + start_in;
                 tokio::time::sleep(start_in).await;
-                return (permit, slot);
+                return (permits.first().copied(), slot);
             }
             Admission::Wait { retry_in, .. } => {
                 tokio::time::sleep(retry_in.min(Duration::from_millis(20))).await
@@ -112,7 +112,7 @@ async fn the_concurrency_cap_holds_across_callers() {
                 peak.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(30)).await;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
-                store.release_permit(permit).await.unwrap();
+                store.release_permits(&[permit]).await.unwrap();
             }
         }));
     }
@@ -225,4 +225,129 @@ async fn the_daily_quota_and_a_429_block_apply_to_everyone() {
         }
         other => panic!("expected a slot after the block, got {other:?}"),
     }
+}
+
+/// Admits under several accounts at once, as a QuickBooks batch (realm and batch allowance)
+/// or a Xero call (tenant and app) does; the granted slot and the permits.
+async fn acquire_all(store: &Store, accounts: &[AccountLimit<'_>]) -> (Vec<uuid::Uuid>, Instant) {
+    loop {
+        match store
+            .admit_all(
+                accounts,
+                Duration::from_secs(30),
+                "test",
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap()
+        {
+            Admission::Granted { start_in, permits } => {
+                let slot = Instant::now() + start_in;
+                tokio::time::sleep(start_in).await;
+                return (permits, slot);
+            }
+            Admission::Wait { retry_in, .. } => {
+                tokio::time::sleep(retry_in.min(Duration::from_millis(20))).await
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_under_two_accounts_counts_against_both_and_never_deadlocks() {
+    let db = TestDb::migrated("rl2").await;
+    // The shared account ("app") allows 40/s and 4 at once; each of two tenants 30/s. Callers
+    // name the accounts in opposite orders, which must not deadlock.
+    let app = LimitSpec {
+        interval: passerelle_connectors::RateLimits::per_second(40).interval(),
+        per_day: None,
+        concurrency: Some(4),
+    };
+    let tenant = LimitSpec {
+        interval: passerelle_connectors::RateLimits::per_second(30).interval(),
+        per_day: None,
+        concurrency: None,
+    };
+    let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let (store, starts) = (db.store.clone(), starts.clone());
+        let (in_flight, peak) = (in_flight.clone(), peak.clone());
+        tasks.push(tokio::spawn(async move {
+            let tenant_name = if n % 2 == 0 { "tenant-a" } else { "tenant-b" };
+            let own = AccountLimit {
+                connector: IntegrationType::Xero,
+                account: tenant_name,
+                spec: tenant,
+            };
+            let shared = AccountLimit {
+                connector: IntegrationType::Xero,
+                account: "app",
+                spec: app,
+            };
+            let accounts = if n % 4 < 2 {
+                [own, shared]
+            } else {
+                [shared, own]
+            };
+            for _ in 0..15 {
+                let (permits, slot) = acquire_all(&store, &accounts).await;
+                assert_eq!(permits.len(), 1, "only the app caps concurrency");
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                starts
+                    .lock()
+                    .unwrap()
+                    .push((slot.duration_since(t0), tenant_name));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                store.release_permits(&permits).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("no deadlock")
+            .unwrap();
+    }
+    let mut starts = starts.lock().unwrap().clone();
+    starts.sort();
+    assert_eq!(starts.len(), 120);
+    let most_in_a_second = |filter: &dyn Fn(&str) -> bool| {
+        let picked: Vec<Duration> = starts
+            .iter()
+            .filter(|(_, t)| filter(t))
+            .map(|(at, _)| *at)
+            .collect();
+        (0..picked.len())
+            .map(|i| {
+                picked[i..]
+                    .iter()
+                    .take_while(|t| **t < picked[i] + Duration::from_millis(950))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    // The app's limit holds over both tenants together, and each tenant's own.
+    assert!(most_in_a_second(&|_| true) <= 40, "app over its limit");
+    assert!(
+        most_in_a_second(&|t| t == "tenant-a") <= 30,
+        "tenant-a over its limit"
+    );
+    assert!(
+        most_in_a_second(&|t| t == "tenant-b") <= 30,
+        "tenant-b over its limit"
+    );
+    assert!(
+        peak.load(Ordering::SeqCst) <= 4,
+        "the app's concurrency cap"
+    );
+    // 120 requests at the app's 40/s take about 3 s: the shared limit binds, not a tenant's.
+    let span = starts.last().unwrap().0 - starts[0].0;
+    assert!(span >= Duration::from_millis(2_800), "{span:?}");
 }

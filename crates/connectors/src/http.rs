@@ -379,14 +379,18 @@ struct Gate {
     next_slot: Option<Instant>,
 }
 
+/// The accounts a request counts against, each with its limits.
+type FleetKeys = Vec<(RateKey, RateLimits)>;
+
 #[derive(Debug, Clone)]
 pub struct HttpRuntime {
     client: reqwest::Client,
     options: HttpOptions,
     gate: Arc<Mutex<Gate>>,
     redactor: Redactor,
-    /// The fleet-wide gate with this connector's account and limits.
-    fleet: Option<(Arc<dyn RateGate>, RateKey, RateLimits)>,
+    /// The fleet-wide gate with the accounts (and their limits) every request counts against;
+    /// the first is the connector's own account, which a 429 blocks.
+    fleet: Option<(Arc<dyn RateGate>, FleetKeys)>,
 }
 
 impl HttpRuntime {
@@ -419,7 +423,17 @@ impl HttpRuntime {
         key: RateKey,
         limits: RateLimits,
     ) -> Self {
-        self.fleet = Some((gate, key, limits));
+        self.fleet = Some((gate, vec![(key, limits)]));
+        self
+    }
+
+    /// Every request also counts against `key` under `limits` (an app-wide allowance, or a
+    /// separate one for batch calls), admitted atomically with the connector's own account.
+    /// Only after [`HttpRuntime::with_fleet_gate`]; without a fleet gate it does nothing.
+    pub fn also_limited_by(mut self, key: RateKey, limits: RateLimits) -> Self {
+        if let Some((_, keys)) = &mut self.fleet {
+            keys.push((key, limits));
+        }
         self
     }
 
@@ -458,35 +472,33 @@ impl HttpRuntime {
     }
 
     async fn send_once(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {
-        let permit = loop {
+        let permits = loop {
             self.wait_for_gate()?.await;
-            let permit = match &self.fleet {
-                Some((gate, key, limits)) => {
-                    gate.admit(key, limits, self.options.max_inline_wait)
-                        .await?
-                }
-                None => None,
+            let permits = match &self.fleet {
+                Some((gate, keys)) => gate.admit(keys, self.options.max_inline_wait).await?,
+                None => Vec::new(),
             };
             // While this call waited for its slot or permit, another one may have been told
             // to wait (429, 503 with Retry-After): that applies to this call too.
             if !self.embargoed() {
-                break permit;
+                break permits;
             }
-            if let (Some((gate, key, _)), Some(permit)) = (&self.fleet, permit) {
-                gate.release(key, permit).await;
+            if let Some((gate, _)) = &self.fleet {
+                gate.release(&permits).await;
             }
         };
         let result = self.exchange(call).await;
-        if let (Err(error), Some((gate, key, _))) = (&result, &self.fleet)
+        if let (Err(error), Some((gate, keys))) = (&result, &self.fleet)
             && let Some(wait) = error.retry_after()
             && matches!(error, ConnectorError::RateLimited { .. })
+            && let Some((key, _)) = keys.first()
         {
-            // Tell the whole fleet, not only this process, before the permit goes back: the
+            // Tell the whole fleet, not only this process, before the permits go back: the
             // next holder must see the block.
             gate.block(key, wait).await;
         }
-        if let (Some((gate, key, _)), Some(permit)) = (&self.fleet, permit) {
-            gate.release(key, permit).await;
+        if let Some((gate, _)) = &self.fleet {
+            gate.release(&permits).await;
         }
         result
     }

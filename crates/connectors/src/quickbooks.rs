@@ -328,8 +328,10 @@ impl QuickBooksConnector {
                 account: format!("{}:batch", settings.realm_id),
             };
             http = http.with_fleet_gate(gate.clone(), key.clone(), settings.limits);
-            batch_http =
-                batch_http.with_fleet_gate(gate.clone(), batch_key.clone(), settings.batch_limits);
+            // A batch is also a request to the realm: it counts against both allowances.
+            batch_http = batch_http
+                .with_fleet_gate(gate.clone(), batch_key.clone(), settings.batch_limits)
+                .also_limited_by(key.clone(), settings.limits);
             rate_gate = Some((gate.clone(), key, batch_key));
         }
         let tokens = OAuthTokens::new(

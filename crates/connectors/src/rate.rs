@@ -39,6 +39,13 @@ pub mod published {
         per_day: Some(5_000),
         concurrency: Some(5),
     };
+    /// Xero: 10,000 calls a minute per app, over all the tenants it is connected to.
+    pub const XERO_APP: RateLimits = RateLimits {
+        requests: 10_000,
+        per: Duration::from_secs(60),
+        per_day: None,
+        concurrency: None,
+    };
     /// QuickBooks Online: 500 a minute per realm (its 10 a second is implied by pacing) and
     /// 10 at once.
     pub const QUICKBOOKS: RateLimits = RateLimits {
@@ -135,18 +142,18 @@ pub struct Permit(pub uuid::Uuid);
 
 #[async_trait]
 pub trait RateGate: Send + Sync + std::fmt::Debug {
-    /// Returns when the request may start (having waited for its slot), or
-    /// `RateLimited { retry_after }` when that is more than `max_wait` away: the caller then
-    /// hands its job back to the queue rather than holding a worker.
+    /// Returns when the request may start under every one of `limits` (having waited for
+    /// its slot), with a permit per capped account, or `RateLimited { retry_after }` when
+    /// that is more than `max_wait` away: the caller then hands its job back to the queue
+    /// rather than holding a worker.
     async fn admit(
         &self,
-        key: &RateKey,
-        limits: &RateLimits,
+        limits: &[(RateKey, RateLimits)],
         max_wait: Duration,
-    ) -> Result<Option<Permit>, ConnectorError>;
+    ) -> Result<Vec<Permit>, ConnectorError>;
 
-    /// Gives a permit back.
-    async fn release(&self, key: &RateKey, permit: Permit);
+    /// Gives permits back.
+    async fn release(&self, permits: &[Permit]);
 
     /// The ERP said 429: nobody may call this account for `for_`.
     async fn block(&self, key: &RateKey, for_: Duration);

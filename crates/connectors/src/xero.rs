@@ -50,6 +50,7 @@ struct RawSettings {
     sales_account_code: Option<String>,
     batch_size: Option<usize>,
     rate_limit: Option<Value>,
+    app_rate_limit: Option<Value>,
     timeout_secs: Option<u64>,
 }
 
@@ -63,6 +64,8 @@ pub struct XeroSettings {
     pub sales_account_code: String,
     pub batch_size: usize,
     pub limits: RateLimits,
+    /// The app's allowance over all its tenants (keyed by the credentials' `client_id`).
+    pub app_limits: RateLimits,
     pub timeout: Duration,
 }
 
@@ -123,6 +126,13 @@ impl XeroSettings {
                 .as_ref(),
             published::XERO,
         )?;
+        let app_limits = RateLimits::from_settings(
+            raw.app_rate_limit
+                .as_ref()
+                .map(|r| json!({ "rate_limit": r }))
+                .as_ref(),
+            published::XERO_APP,
+        )?;
         Ok(Self {
             tenant_id,
             api_url,
@@ -131,6 +141,7 @@ impl XeroSettings {
             sales_account_code: raw.sales_account_code.unwrap_or_else(|| "200".into()),
             batch_size,
             limits,
+            app_limits,
             timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(30).clamp(1, 300)),
         })
     }
@@ -202,6 +213,14 @@ impl XeroConnector {
                 account: settings.tenant_id.clone(),
             };
             http = http.with_fleet_gate(gate.clone(), key, settings.limits);
+            // Every tenant connected to the same app shares the app's allowance.
+            if let Some(client_id) = credentials.get_str("client_id") {
+                let app = RateKey {
+                    connector: IntegrationType::Xero,
+                    account: format!("app:{client_id}"),
+                };
+                http = http.also_limited_by(app, settings.app_limits);
+            }
         }
         let tokens = OAuthTokens::new(
             XERO,

@@ -25,13 +25,24 @@ pub struct LimitSpec {
     pub concurrency: Option<u32>,
 }
 
+/// One account's limits, as one of several a request counts against (a QuickBooks batch
+/// counts against the realm and against the realm's batch allowance; a Xero call against
+/// the tenant and against the app).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccountLimit<'a> {
+    pub connector: IntegrationType,
+    pub account: &'a str,
+    pub spec: LimitSpec,
+}
+
 /// The answer to a request for a slot.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
-    /// Start in `start_in`; release `permit` (when there is one) once the response is in.
+    /// Start in `start_in`; release the `permits` (one per account with a concurrency cap)
+    /// once the response is in.
     Granted {
         start_in: Duration,
-        permit: Option<Uuid>,
+        permits: Vec<Uuid>,
     },
     /// No slot within the caller's wait: try again in `retry_in`.
     Wait {
@@ -90,73 +101,116 @@ impl Store {
         holder: &str,
         permit_ttl: Duration,
     ) -> Result<Admission, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO rate_limits (connector_type, account_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(connector)
-        .bind(account)
-        .execute(&mut *tx)
-        .await?;
-        // The row lock serialises admissions for one account across the fleet. It is taken in
-        // a statement of its own: under READ COMMITTED the next statement's snapshot then sees
-        // every permit committed by the admissions we waited for.
-        sqlx::query(
-            "SELECT 1 FROM rate_limits WHERE connector_type = $1 AND account_key = $2 FOR UPDATE",
-        )
-        .bind(connector)
-        .bind(account)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query_as::<_, LimitRow>(
-            "WITH l AS (SELECT * FROM rate_limits WHERE connector_type = $1 AND account_key = $2)
-             SELECT clock_timestamp() AS now, l.next_slot_at, l.day_started_on, l.day_count, l.blocked_until,
-                    (SELECT count(*) FROM rate_limit_permits p
-                      WHERE p.connector_type = $1 AND p.account_key = $2 AND p.expires_at > clock_timestamp()) AS in_flight,
-                    (SELECT min(p.expires_at) FROM rate_limit_permits p
-                      WHERE p.connector_type = $1 AND p.account_key = $2 AND p.expires_at > clock_timestamp()) AS soonest_permit_end
-               FROM l",
-        )
-        .bind(connector)
-        .bind(account)
-        .fetch_one(&mut *tx)
-        .await?;
-        let now = row.now;
-        let today = now.date_naive();
-        let day_count = if row.day_started_on < today {
-            0
-        } else {
-            row.day_count
+        let only = AccountLimit {
+            connector,
+            account,
+            spec: *spec,
         };
+        self.admit_all(&[only], max_wait, holder, permit_ttl).await
+    }
+
+    /// Asks for one start slot that every one of `accounts` allows: the request starts at the
+    /// latest of their next slots and blocks, takes a slot, a day's count and (where capped)
+    /// a permit on each, or on none. The accounts' rows are locked in a fixed order, so two
+    /// callers with overlapping accounts cannot deadlock.
+    pub async fn admit_all(
+        &self,
+        accounts: &[AccountLimit<'_>],
+        max_wait: Duration,
+        holder: &str,
+        permit_ttl: Duration,
+    ) -> Result<Admission, StoreError> {
+        let mut ordered: Vec<&AccountLimit<'_>> = accounts.iter().collect();
+        ordered.sort_by(|a, b| {
+            (a.connector.as_str(), a.account).cmp(&(b.connector.as_str(), b.account))
+        });
+        ordered.dedup_by(|a, b| a.connector == b.connector && a.account == b.account);
+        let mut tx = self.pool.begin().await?;
+        let mut rows = Vec::with_capacity(ordered.len());
+        for limit in &ordered {
+            sqlx::query(
+                "INSERT INTO rate_limits (connector_type, account_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(limit.connector)
+            .bind(limit.account)
+            .execute(&mut *tx)
+            .await?;
+            // The row lock serialises admissions for one account across the fleet. It is
+            // taken in a statement of its own: under READ COMMITTED the next statement's
+            // snapshot then sees every permit committed by the admissions we waited for.
+            sqlx::query(
+                "SELECT 1 FROM rate_limits WHERE connector_type = $1 AND account_key = $2 FOR UPDATE",
+            )
+            .bind(limit.connector)
+            .bind(limit.account)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for limit in &ordered {
+            let row = sqlx::query_as::<_, LimitRow>(
+                "WITH l AS (SELECT * FROM rate_limits WHERE connector_type = $1 AND account_key = $2)
+                 SELECT clock_timestamp() AS now, l.next_slot_at, l.day_started_on, l.day_count, l.blocked_until,
+                        (SELECT count(*) FROM rate_limit_permits p
+                          WHERE p.connector_type = $1 AND p.account_key = $2 AND p.expires_at > clock_timestamp()) AS in_flight,
+                        (SELECT min(p.expires_at) FROM rate_limit_permits p
+                          WHERE p.connector_type = $1 AND p.account_key = $2 AND p.expires_at > clock_timestamp()) AS soonest_permit_end
+                   FROM l",
+            )
+            .bind(limit.connector)
+            .bind(limit.account)
+            .fetch_one(&mut *tx)
+            .await?;
+            rows.push(row);
+        }
+        // One clock for the whole decision: the latest reading.
+        let now = rows.iter().map(|r| r.now).max().unwrap_or_else(Utc::now);
+        let today = now.date_naive();
         let wait = |retry_in: chrono::Duration, reason| Admission::Wait {
             retry_in: to_std(retry_in),
             reason,
         };
-        if let Some(per_day) = spec.per_day
-            && day_count >= i32::try_from(per_day).unwrap_or(i32::MAX)
-        {
-            tx.rollback().await?;
-            let midnight = (today + chrono::Days::new(1))
-                .and_hms_opt(0, 0, 0)
-                .map(|t| t.and_utc())
-                .unwrap_or(now);
-            return Ok(wait(midnight - now, WaitReason::DailyQuota));
+        let day_counts: Vec<i32> = rows
+            .iter()
+            .map(|r| {
+                if r.day_started_on < today {
+                    0
+                } else {
+                    r.day_count
+                }
+            })
+            .collect();
+        for ((limit, row), day_count) in ordered.iter().zip(&rows).zip(&day_counts) {
+            if let Some(per_day) = limit.spec.per_day
+                && *day_count >= i32::try_from(per_day).unwrap_or(i32::MAX)
+            {
+                tx.rollback().await?;
+                let midnight = (today + chrono::Days::new(1))
+                    .and_hms_opt(0, 0, 0)
+                    .map(|t| t.and_utc())
+                    .unwrap_or(now);
+                return Ok(wait(midnight - now, WaitReason::DailyQuota));
+            }
+            if let Some(cap) = limit.spec.concurrency
+                && row.in_flight >= i64::from(cap)
+            {
+                tx.rollback().await?;
+                let retry = row
+                    .soonest_permit_end
+                    .map_or(chrono::Duration::milliseconds(50), |end| {
+                        (end - now).min(chrono::Duration::milliseconds(50))
+                    });
+                return Ok(wait(retry, WaitReason::Concurrency));
+            }
         }
-        if let Some(cap) = spec.concurrency
-            && row.in_flight >= i64::from(cap)
-        {
-            tx.rollback().await?;
-            let retry = row
-                .soonest_permit_end
-                .map_or(chrono::Duration::milliseconds(50), |end| {
-                    (end - now).min(chrono::Duration::milliseconds(50))
-                });
-            return Ok(wait(retry, WaitReason::Concurrency));
-        }
-        let blocked = row.blocked_until.filter(|b| *b > now);
-        let start = [Some(now), Some(row.next_slot_at), blocked]
-            .into_iter()
-            .flatten()
+        let blocked = rows
+            .iter()
+            .filter_map(|r| r.blocked_until.filter(|b| *b > now))
+            .max();
+        let start = rows
+            .iter()
+            .map(|r| r.next_slot_at)
+            .chain([now])
+            .chain(blocked)
             .max()
             .unwrap_or(now);
         if to_std(start - now) > max_wait {
@@ -168,48 +222,52 @@ impl Store {
             };
             return Ok(wait(start - now, reason));
         }
-        let interval = chrono::Duration::from_std(spec.interval).unwrap_or_default();
-        sqlx::query(
-            "UPDATE rate_limits SET next_slot_at = $3, day_started_on = $4, day_count = $5, updated_at = $6
-              WHERE connector_type = $1 AND account_key = $2",
-        )
-        .bind(connector)
-        .bind(account)
-        .bind(start + interval)
-        .bind(today)
-        .bind(day_count + 1)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let permit = if spec.concurrency.is_some() {
-            let id = Uuid::now_v7();
+        let mut permits = Vec::new();
+        for (limit, day_count) in ordered.iter().zip(&day_counts) {
+            let interval = chrono::Duration::from_std(limit.spec.interval).unwrap_or_default();
             sqlx::query(
-                "INSERT INTO rate_limit_permits (id, connector_type, account_key, holder, acquired_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "UPDATE rate_limits SET next_slot_at = $3, day_started_on = $4, day_count = $5, updated_at = $6
+                  WHERE connector_type = $1 AND account_key = $2",
             )
-            .bind(id)
-            .bind(connector)
-            .bind(account)
-            .bind(holder)
+            .bind(limit.connector)
+            .bind(limit.account)
+            .bind(start + interval)
+            .bind(today)
+            .bind(day_count + 1)
             .bind(now)
-            .bind(start + chrono::Duration::from_std(permit_ttl).unwrap_or_default())
             .execute(&mut *tx)
             .await?;
-            Some(id)
-        } else {
-            None
-        };
+            if limit.spec.concurrency.is_some() {
+                let id = Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO rate_limit_permits (id, connector_type, account_key, holder, acquired_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(id)
+                .bind(limit.connector)
+                .bind(limit.account)
+                .bind(holder)
+                .bind(now)
+                .bind(start + chrono::Duration::from_std(permit_ttl).unwrap_or_default())
+                .execute(&mut *tx)
+                .await?;
+                permits.push(id);
+            }
+        }
         tx.commit().await?;
         Ok(Admission::Granted {
             start_in: to_std(start - now),
-            permit,
+            permits,
         })
     }
 
-    /// Gives a concurrency permit back.
-    pub async fn release_permit(&self, permit: Uuid) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM rate_limit_permits WHERE id = $1")
-            .bind(permit)
+    /// Gives concurrency permits back.
+    pub async fn release_permits(&self, permits: &[Uuid]) -> Result<(), StoreError> {
+        if permits.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM rate_limit_permits WHERE id = ANY($1)")
+            .bind(permits)
             .execute(&self.pool)
             .await?;
         Ok(())

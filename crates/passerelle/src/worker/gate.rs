@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use passerelle_connectors::{ConnectorError, Permit, RateGate, RateKey, RateLimits};
 use passerelle_store::Store;
-use passerelle_store::limiter::{Admission, LimitSpec, WaitReason};
+use passerelle_store::limiter::{AccountLimit, Admission, LimitSpec, WaitReason};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
@@ -21,36 +21,35 @@ pub struct PgRateGate {
 impl RateGate for PgRateGate {
     async fn admit(
         &self,
-        key: &RateKey,
-        limits: &RateLimits,
+        limits: &[(RateKey, RateLimits)],
         max_wait: Duration,
-    ) -> Result<Option<Permit>, ConnectorError> {
-        let spec = LimitSpec {
-            interval: limits.interval(),
-            per_day: limits.per_day,
-            concurrency: limits.concurrency,
-        };
+    ) -> Result<Vec<Permit>, ConnectorError> {
+        let accounts: Vec<AccountLimit<'_>> = limits
+            .iter()
+            .map(|(key, limits)| AccountLimit {
+                connector: key.connector,
+                account: &key.account,
+                spec: LimitSpec {
+                    interval: limits.interval(),
+                    per_day: limits.per_day,
+                    concurrency: limits.concurrency,
+                },
+            })
+            .collect();
         let started = Instant::now();
         loop {
             let remaining = max_wait.saturating_sub(started.elapsed());
             let admission = self
                 .store
-                .admit(
-                    key.connector,
-                    &key.account,
-                    &spec,
-                    remaining,
-                    &self.holder,
-                    PERMIT_TTL,
-                )
+                .admit_all(&accounts, remaining, &self.holder, PERMIT_TTL)
                 .await
                 .map_err(|e| {
                     ConnectorError::transient(format!("the rate limiter is unavailable: {e}"))
                 })?;
             match admission {
-                Admission::Granted { start_in, permit } => {
+                Admission::Granted { start_in, permits } => {
                     tokio::time::sleep(start_in).await;
-                    return Ok(permit.map(Permit));
+                    return Ok(permits.into_iter().map(Permit).collect());
                 }
                 // Permits free up within a request's time: wait a little and ask again.
                 Admission::Wait {
@@ -60,7 +59,9 @@ impl RateGate for PgRateGate {
                     tokio::time::sleep(retry_in.max(Duration::from_millis(5))).await;
                 }
                 Admission::Wait { retry_in, reason } => {
-                    tracing::debug!(account = %key.account, reason = reason.as_str(), wait_ms = retry_in.as_millis() as u64, "rate limit: handing the job back");
+                    let accounts: Vec<&str> =
+                        limits.iter().map(|(k, _)| k.account.as_str()).collect();
+                    tracing::debug!(accounts = ?accounts, reason = reason.as_str(), wait_ms = retry_in.as_millis() as u64, "rate limit: handing the job back");
                     return Err(ConnectorError::RateLimited {
                         retry_after: retry_in.max(Duration::from_millis(100)),
                     });
@@ -69,9 +70,10 @@ impl RateGate for PgRateGate {
         }
     }
 
-    async fn release(&self, _key: &RateKey, permit: Permit) {
-        if let Err(e) = self.store.release_permit(permit.0).await {
-            warn!(error = %e, "cannot release a rate-limit permit; it expires on its own");
+    async fn release(&self, permits: &[Permit]) {
+        let ids: Vec<uuid::Uuid> = permits.iter().map(|p| p.0).collect();
+        if let Err(e) = self.store.release_permits(&ids).await {
+            warn!(error = %e, "cannot release rate-limit permits; they expire on their own");
         }
     }
 
