@@ -473,7 +473,9 @@ impl HttpRuntime {
 
     async fn send_once(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {
         let permits = loop {
-            self.wait_for_gate()?.await;
+            if let Some(sleep) = self.wait_for_gate()? {
+                sleep.await;
+            }
             let permits = match &self.fleet {
                 Some((gate, keys)) => gate.admit(keys, self.options.max_inline_wait).await?,
                 None => Vec::new(),
@@ -547,7 +549,8 @@ impl HttpRuntime {
             ConnectorError::transient(format!("{what} {kind}: {}", error_chain(&e)))
         })?;
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
+        let mut response = response;
+        let headers = std::mem::take(response.headers_mut());
         let body = response
             .bytes()
             .await
@@ -573,7 +576,7 @@ impl HttpRuntime {
 
     /// Waits for the embargo and the pacing slot; refuses at once when the embargo is longer
     /// than we wait in place.
-    fn wait_for_gate(&self) -> Result<tokio::time::Sleep, ConnectorError> {
+    fn wait_for_gate(&self) -> Result<Option<tokio::time::Sleep>, ConnectorError> {
         let now = Instant::now();
         let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
         let mut start = now;
@@ -600,9 +603,8 @@ impl HttpRuntime {
             gate.next_slot = Some(slot + interval);
             start = slot;
         }
-        Ok(tokio::time::sleep_until(tokio::time::Instant::from_std(
-            start,
-        )))
+        // No timer when the request may go now (the common case).
+        Ok((start > now).then(|| tokio::time::sleep_until(tokio::time::Instant::from_std(start))))
     }
 
     fn embargo(&self, wait: Duration) {
