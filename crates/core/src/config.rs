@@ -143,7 +143,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             concurrency: 4,
-            chunk_size: 500,
+            chunk_size: 1000,
             lease_ttl_secs: 30,
             time_budget_secs: 60,
             shutdown_grace_secs: 25,
