@@ -385,7 +385,12 @@ async fn quickbooks_429s_are_honoured_and_the_sync_completes() {
         seeded.tenant_id,
         "products",
         "export",
-        serde_json::json!({"batch_size": 2}),
+        // One request in flight at a time, so none is already on the wire when a 429 arrives.
+        serde_json::json!({
+            "batch_size": 2,
+            "rate_limit": {"requests": 6000, "per_secs": 60, "concurrency": 1},
+            "batch_rate_limit": {"requests": 6000, "per_secs": 60, "concurrency": 1}
+        }),
     );
     // Whether the natural limit is reached depends on how fast this machine runs the
     // pipeline, so the first write is also throttled on purpose: the test always sees a 429

@@ -300,7 +300,11 @@ async fn xero_429s_are_honoured_and_the_sync_completes() {
         seeded.tenant_id,
         "products",
         "export",
-        serde_json::json!({"batch_size": 2}),
+        // One call in flight at a time, so none is already on the wire when a 429 arrives.
+        serde_json::json!({
+            "batch_size": 2,
+            "rate_limit": {"requests": 600, "per_secs": 60, "concurrency": 1}
+        }),
     );
     // Whether the natural limit is reached depends on how fast this machine runs the
     // pipeline, so the first write is also throttled on purpose: the test always sees a 429
@@ -311,7 +315,8 @@ async fn xero_429s_are_honoured_and_the_sync_completes() {
             status: 429,
             retry_after: Some(1),
             times: 1,
-            method: Some("POST".into()),
+            // Xero creates with PUT.
+            method: Some("PUT".into()),
             path_contains: Some("/Items".into()),
         },
     );
