@@ -8,36 +8,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// What the worker's gate does: ask, sleep until the slot, or wait and ask again. Returns the
-/// permit and the slot the limiter granted (when the request may start).
+/// What the worker's gate does for one account: ask, sleep until the slot, or wait and ask
+/// again. Returns the permit and the slot the limiter granted (when the request may start).
 async fn acquire_slot(
     store: &Store,
     account: &str,
     spec: &LimitSpec,
 ) -> (Option<uuid::Uuid>, Instant) {
-    loop {
-        match store
-            .admit(
-                IntegrationType::Xero,
-                account,
-                spec,
-                Duration::from_secs(30),
-                "test",
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap()
-        {
-            Admission::Granted { start_in, permits } => {
-                let slot = Instant::now() + start_in;
-                tokio::time::sleep(start_in).await;
-                return (permits.first().copied(), slot);
-            }
-            Admission::Wait { retry_in, .. } => {
-                tokio::time::sleep(retry_in.min(Duration::from_millis(20))).await
-            }
-        }
-    }
+    let only = AccountLimit {
+        connector: IntegrationType::Xero,
+        account,
+        spec: *spec,
+    };
+    let (permits, slot) = acquire_all(store, &[only]).await;
+    (permits.first().copied(), slot)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -227,8 +211,8 @@ async fn the_daily_quota_and_a_429_block_apply_to_everyone() {
     }
 }
 
-/// Admits under several accounts at once, as a QuickBooks batch (realm and batch allowance)
-/// or a Xero call (tenant and app) does; the granted slot and the permits.
+/// The same under several accounts at once, as a QuickBooks batch (realm and batch
+/// allowance) or a Xero call (tenant and app) does; the permits and the granted slot.
 async fn acquire_all(store: &Store, accounts: &[AccountLimit<'_>]) -> (Vec<uuid::Uuid>, Instant) {
     loop {
         match store
