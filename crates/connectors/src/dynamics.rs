@@ -208,8 +208,9 @@ impl DynamicsSettings {
             price_list_id: guid_setting(raw.price_list_id.as_ref(), "price_list_id")?,
             page_size,
             batch_size,
-            limits: RateLimits::from_settings(
-                raw.rate_limit.map(|r| json!({ "rate_limit": r })).as_ref(),
+            limits: RateLimits::from_setting(
+                "rate_limit",
+                raw.rate_limit.as_ref(),
                 published::DATAVERSE,
             )?,
             timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(30).clamp(1, 300)),

@@ -95,10 +95,6 @@ pub struct QuickBooksSettings {
     pub timeout: Duration,
 }
 
-fn limits_override(raw: Option<&Value>, default: RateLimits) -> Result<RateLimits, ConnectorError> {
-    RateLimits::from_settings(raw.map(|r| json!({ "rate_limit": r })).as_ref(), default)
-}
-
 impl QuickBooksSettings {
     pub fn parse(
         settings: Option<&Value>,
@@ -181,8 +177,13 @@ impl QuickBooksSettings {
             income_account_id: raw.income_account_id,
             invoice_item_id: raw.invoice_item_id,
             batch_size,
-            limits: limits_override(raw.rate_limit.as_ref(), published::QUICKBOOKS)?,
-            batch_limits: limits_override(
+            limits: RateLimits::from_setting(
+                "rate_limit",
+                raw.rate_limit.as_ref(),
+                published::QUICKBOOKS,
+            )?,
+            batch_limits: RateLimits::from_setting(
+                "batch_rate_limit",
                 raw.batch_rate_limit.as_ref(),
                 published::QUICKBOOKS_BATCH,
             )?,

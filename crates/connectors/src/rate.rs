@@ -78,7 +78,21 @@ impl RateLimits {
         settings: Option<&serde_json::Value>,
         default: RateLimits,
     ) -> Result<Self, ConnectorError> {
-        let Some(raw) = settings.and_then(|s| s.get("rate_limit")) else {
+        Self::from_setting(
+            "rate_limit",
+            settings.and_then(|s| s.get("rate_limit")),
+            default,
+        )
+    }
+
+    /// Reads one such override, the value of `settings.{name}` (`rate_limit`,
+    /// `batch_rate_limit`, `app_rate_limit`), over `default`; errors name `settings.{name}`.
+    pub fn from_setting(
+        name: &str,
+        raw: Option<&serde_json::Value>,
+        default: RateLimits,
+    ) -> Result<Self, ConnectorError> {
+        let Some(raw) = raw else {
             return Ok(default);
         };
         #[derive(serde::Deserialize)]
@@ -90,10 +104,10 @@ impl RateLimits {
             concurrency: Option<u32>,
         }
         let o: Override = serde_json::from_value(raw.clone())
-            .map_err(|e| ConnectorError::fatal(format!("invalid settings.rate_limit: {e}")))?;
-        let positive = |name: &str, v: Option<u64>| match v {
+            .map_err(|e| ConnectorError::fatal(format!("invalid settings.{name}: {e}")))?;
+        let positive = |key: &str, v: Option<u64>| match v {
             Some(0) => Err(ConnectorError::fatal(format!(
-                "settings.rate_limit.{name} must be at least 1"
+                "settings.{name}.{key} must be at least 1"
             ))),
             _ => Ok(()),
         };
@@ -175,6 +189,25 @@ mod tests {
             / (published::QUICKBOOKS.interval().as_secs_f64()
                 * f64::from(published::QUICKBOOKS.requests));
         assert!(share > 0.97 && share < 1.0, "{share}");
+    }
+
+    #[test]
+    fn a_named_override_names_its_own_setting_in_errors() {
+        let bad = json!({"requests": 0});
+        let e = RateLimits::from_setting("app_rate_limit", Some(&bad), published::XERO_APP)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("settings.app_rate_limit.requests"), "{e}");
+        let typo = json!({"concurrenc": 2});
+        let e = RateLimits::from_setting("batch_rate_limit", Some(&typo), published::XERO)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("settings.batch_rate_limit") && e.contains("concurrenc"),
+            "{e}"
+        );
+        let l = RateLimits::from_setting("app_rate_limit", None, published::XERO_APP).unwrap();
+        assert_eq!(l.requests, 10_000);
     }
 
     #[test]

@@ -138,13 +138,8 @@ impl SapB1Settings {
                 "settings.card_code_prefix must be at most 5 characters (CardCode holds 15)",
             ));
         }
-        let limits = RateLimits::from_settings(
-            raw.rate_limit
-                .as_ref()
-                .map(|r| json!({ "rate_limit": r }))
-                .as_ref(),
-            DEFAULT_LIMITS,
-        )?;
+        let limits =
+            RateLimits::from_setting("rate_limit", raw.rate_limit.as_ref(), DEFAULT_LIMITS)?;
         Ok(Self {
             server,
             company_db,

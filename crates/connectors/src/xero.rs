@@ -119,18 +119,11 @@ impl XeroSettings {
                 "settings.batch_size must be between 1 and 100",
             ));
         }
-        let limits = RateLimits::from_settings(
-            raw.rate_limit
-                .as_ref()
-                .map(|r| json!({ "rate_limit": r }))
-                .as_ref(),
-            published::XERO,
-        )?;
-        let app_limits = RateLimits::from_settings(
-            raw.app_rate_limit
-                .as_ref()
-                .map(|r| json!({ "rate_limit": r }))
-                .as_ref(),
+        let limits =
+            RateLimits::from_setting("rate_limit", raw.rate_limit.as_ref(), published::XERO)?;
+        let app_limits = RateLimits::from_setting(
+            "app_rate_limit",
+            raw.app_rate_limit.as_ref(),
             published::XERO_APP,
         )?;
         Ok(Self {
