@@ -16,4 +16,5 @@ mod pipeline;
 mod quickbooks;
 mod sap_b1;
 mod vault;
+mod worker;
 mod xero;
