@@ -41,6 +41,8 @@ enum Script {
 enum Class {
     Fatal,
     Auth,
+    /// A 429 asking for two hours (a daily quota spent).
+    QuotaSpent,
 }
 
 #[derive(Debug)]
@@ -135,6 +137,9 @@ impl Connector for Scripted {
                         Class::Fatal => ConnectorError::fatal("the ERP answered HTML"),
                         Class::Auth => ConnectorError::Auth {
                             message: "token revoked".into(),
+                        },
+                        Class::QuotaSpent => ConnectorError::RateLimited {
+                            retry_after: Duration::from_secs(7200),
                         },
                     });
                 }
@@ -576,4 +581,53 @@ async fn a_worker_with_the_wrong_key_material_retries_and_blames_no_integration(
         "{run:?}"
     );
     assert_eq!(h.status().await, IntegrationStatus::Error);
+}
+
+#[tokio::test]
+async fn a_run_waiting_hours_for_a_quota_is_not_reaped_as_abandoned() {
+    let h = Harness::new("wquota", 2, SyncDirection::Export).await;
+    let (_, factory) = scripted(Script::Fails(Class::QuotaSpent));
+    let ctx = h.context(factory, None).await;
+    let before = chrono::Utc::now();
+    let (outcome, run) = h.run(&ctx).await;
+    let JobOutcome::Retry { job, .. } = outcome else {
+        panic!("expected a retry, got {outcome:?}");
+    };
+    // Longer than the longest tier: the message goes round the tiers until then.
+    let not_before = job.not_before.unwrap();
+    assert!(
+        not_before >= before + chrono::Duration::seconds(7200),
+        "{job:?}"
+    );
+    assert_eq!(run.status, RunStatus::Queued);
+    // Stored to the microsecond.
+    assert_eq!(
+        (run.resume_at.unwrap() - not_before).num_microseconds(),
+        Some(0)
+    );
+    // A 429 is pacing, not failure: no attempt used.
+    assert_eq!(job.attempt, 0);
+
+    // Past the reaper's grace since its last publish, but still waiting on purpose.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let grace = Duration::from_secs(1);
+    let reaped =
+        h.db.store
+            .reap_stranded_runs(Duration::from_secs(600), grace, 10)
+            .await
+            .unwrap();
+    assert!(reaped.is_empty(), "{reaped:?}");
+
+    // Once it is overdue by more than the grace, its message is presumed lost.
+    sqlx::query("UPDATE sync_runs SET resume_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(run.id)
+        .execute(h.db.store.pool())
+        .await
+        .unwrap();
+    let reaped =
+        h.db.store
+            .reap_stranded_runs(Duration::from_secs(600), grace, 10)
+            .await
+            .unwrap();
+    assert_eq!(reaped.len(), 1);
 }

@@ -131,11 +131,11 @@ pub(super) struct StepContext<'a> {
 
 impl StepContext<'_> {
     pub fn lease_ttl(&self) -> Duration {
-        Duration::from_secs(self.ctx.settings.worker.lease_ttl_secs)
+        self.ctx.settings.worker.lease_ttl()
     }
 
     pub fn chunk_size(&self) -> i64 {
-        i64::from(self.ctx.settings.worker.chunk_size.max(1))
+        i64::from(self.ctx.settings.worker.chunk_size)
     }
 
     /// Whether to stop at this chunk boundary.
@@ -145,7 +145,7 @@ impl StepContext<'_> {
 }
 
 pub async fn run_job(ctx: &JobContext, job: &SyncJob, trace: &TraceParent) -> JobOutcome {
-    let ttl = Duration::from_secs(ctx.settings.worker.lease_ttl_secs);
+    let ttl = ctx.settings.worker.lease_ttl();
     let owner = format!(
         "{}/{}",
         ctx.owner,
@@ -299,7 +299,7 @@ async fn run_steps(
         }
     };
     let steps = plan(job, integration, connector.as_ref());
-    let deadline = Instant::now() + Duration::from_secs(ctx.settings.worker.time_budget_secs);
+    let deadline = Instant::now() + ctx.settings.worker.time_budget();
     let mut continuation = job.continuation.clone().unwrap_or_default();
     let step_ctx = StepContext {
         ctx,
@@ -319,7 +319,7 @@ async fn run_steps(
         let end = match end {
             Ok(end) => end,
             Err(StoreError::LeaseLost { .. }) => {
-                return lease_lost(job, Duration::from_secs(ctx.settings.worker.lease_ttl_secs));
+                return lease_lost(job, ctx.settings.worker.lease_ttl());
             }
             // Retrying cannot mend a cursor: the run fails with the message saying how to.
             Err(e @ StoreError::CorruptCursor { .. }) => return fail(e.to_string(), false).await,
@@ -334,10 +334,7 @@ async fn run_steps(
                 match ctx.store.requeue_run(lease, job.attempt, None, None).await {
                     Ok(()) => {}
                     Err(StoreError::LeaseLost { .. }) => {
-                        return lease_lost(
-                            job,
-                            Duration::from_secs(ctx.settings.worker.lease_ttl_secs),
-                        );
+                        return lease_lost(job, ctx.settings.worker.lease_ttl());
                     }
                     Err(e) => return infrastructure_retry(ctx, job, &e).await,
                 }
@@ -561,7 +558,7 @@ async fn retry_later(
     {
         Ok(()) => {}
         Err(StoreError::LeaseLost { .. }) => {
-            return lease_lost(job, Duration::from_secs(ctx.settings.worker.lease_ttl_secs));
+            return lease_lost(job, ctx.settings.worker.lease_ttl());
         }
         Err(e) => return infrastructure_retry(ctx, job, &e).await,
     }

@@ -43,7 +43,6 @@ pub async fn run(
     let broker = app::broker(&settings).await?;
     let publisher = broker.publisher().await?;
     let identity = app::process_identity("worker");
-    let concurrency = concurrency.max(1);
     let ctx = Arc::new(JobContext {
         store: store.clone(),
         vault,
@@ -112,7 +111,7 @@ pub async fn run(
     info!("worker stopping: no new jobs; waiting for running jobs to reach a safe point");
     ctx.stop.cancel();
     tracker.close();
-    let grace = Duration::from_secs(settings.worker.shutdown_grace_secs);
+    let grace = settings.worker.shutdown_grace();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!(
             grace_secs = grace.as_secs(),
