@@ -19,7 +19,9 @@ async fn migrate_on_an_empty_server_creates_the_database_and_every_table() {
     assert!(out.status.success(), "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["database_created"], true);
-    assert_eq!(report["applied"].as_array().unwrap().len(), 3);
+    let migrations = passerelle_store::MIGRATOR.iter().count();
+    assert_eq!(migrations, 4);
+    assert_eq!(report["applied"].as_array().unwrap().len(), migrations);
 
     let store = passerelle_store::Store::connect(&url, 2, Duration::from_secs(5))
         .await
@@ -40,6 +42,7 @@ async fn migrate_on_an_empty_server_creates_the_database_and_every_table() {
         "public.rate_limits",
         "public.rate_limit_permits",
         "public.api_tokens",
+        "public.vault_key_fingerprints",
         "platform.tenants",
         "platform.customers",
         "platform.products",
@@ -191,7 +194,8 @@ async fn two_concurrent_migrations_both_succeed_and_apply_once() {
         applied_total += report["applied"].as_array().unwrap().len();
     }
     assert_eq!(
-        applied_total, 3,
+        applied_total,
+        passerelle_store::MIGRATOR.iter().count(),
         "each migration is applied exactly once across processes"
     );
     drop_database(&name);

@@ -133,7 +133,7 @@ async fn the_same_job_delivered_twice_creates_no_duplicate() {
     let run_id = env.sync(integration);
     // Publish the very same message again, as a broker redelivery would.
     let broker = env.broker().await;
-    let publisher = broker.publisher().await.unwrap();
+    let publisher = broker.publisher();
     let run = env.db.store.run(run_id).await.unwrap().unwrap();
     let job = passerelle_core::job::JobMessage::SyncV1(passerelle_core::job::SyncJob {
         run_id,
@@ -201,7 +201,7 @@ async fn a_poison_message_is_dead_lettered_with_its_reason_and_other_jobs_run() 
     let seeded = env.db.store.seed_tenant("Acme", 10, 5, 50).await.unwrap();
     let integration = env.integration(seeded.tenant_id, "orders", "export");
     let broker = env.broker().await;
-    let publisher = broker.publisher().await.unwrap();
+    let publisher = broker.publisher();
     let poison = Outgoing {
         body: b"{\"type\":\"sync.v1\",\"run_id\":42}".to_vec(),
         message_id: "poison".into(),

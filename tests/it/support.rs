@@ -168,15 +168,25 @@ impl Env {
 
     /// Starts a worker process; it is killed when the handle drops.
     pub fn worker(&self, concurrency: u16) -> Worker {
+        self.role(&["worker", "--concurrency", &concurrency.to_string()], &[])
+    }
+
+    /// Starts a long-running role (`worker …`, `scheduler`) with extra environment; it is
+    /// killed when the handle drops. Its stderr (the log) goes to a file.
+    pub fn role(&self, args: &[&str], vars: &[(&str, String)]) -> Worker {
         let log = std::env::temp_dir().join(format!(
-            "{}-worker-{}.log",
+            "{}-{}-{}.log",
             self.prefix,
+            args[0],
             uuid::Uuid::new_v4().simple()
         ));
         let file = std::fs::File::create(&log).unwrap();
-        let child = self
-            .cmd()
-            .args(["worker", "--concurrency", &concurrency.to_string()])
+        let mut cmd = self.cmd();
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(file)
             .spawn()

@@ -219,6 +219,18 @@ impl Harness {
         }
     }
 
+    async fn broker(&self) -> passerelle_queue::Broker {
+        let mut settings = Settings::default();
+        settings.amqp.prefix = self.prefix.clone();
+        settings.amqp.retry_delays_secs = vec![1, 2];
+        passerelle_queue::Broker::connect(
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            passerelle::app::topology(&settings),
+        )
+        .await
+        .unwrap()
+    }
+
     async fn context(&self, factory: Factory, vault: Option<Vault>) -> JobContext {
         let mut settings = Settings::default();
         settings.worker.chunk_size = 2;
@@ -234,7 +246,7 @@ impl Harness {
         JobContext {
             store: self.db.store.clone(),
             vault: vault.unwrap_or_else(|| self.vault.clone()),
-            publisher: broker.publisher().await.unwrap(),
+            publisher: broker.publisher(),
             connectors: ConnectorContext::default(),
             owner: "test-worker".into(),
             settings,
@@ -630,4 +642,57 @@ async fn a_run_waiting_hours_for_a_quota_is_not_reaped_as_abandoned() {
             .await
             .unwrap();
     assert_eq!(reaped.len(), 1);
+}
+
+#[tokio::test]
+async fn draining_runs_every_waiting_job_in_process_and_dead_letters_garbage() {
+    let h = Harness::new("wdrain", 3, SyncDirection::Export).await;
+    let (connector, factory) = scripted(Script::Honest);
+    let ctx = h.context(factory, None).await;
+    let broker = h.broker().await;
+    let run =
+        h.db.store
+            .create_manual_run(&h.integration, &[], "0af7651916cd43dd8448eb211c80319c")
+            .await
+            .unwrap();
+    passerelle::outbox::publish_runs(
+        &h.db.store,
+        &ctx.publisher,
+        passerelle_queue::Lane::Manual,
+        std::slice::from_ref(&run),
+    )
+    .await
+    .unwrap();
+    let garbage = passerelle_queue::Outgoing {
+        body: b"{not a job".to_vec(),
+        message_id: "garbage".into(),
+        traceparent: None,
+        headers: Vec::new(),
+    };
+    ctx.publisher
+        .publish_jobs(passerelle_queue::Lane::Scheduled, &[garbage])
+        .await
+        .unwrap();
+
+    let handled = passerelle::worker::drain_until_empty(&ctx, &broker)
+        .await
+        .unwrap();
+    assert_eq!(handled, 1, "the malformed message is not a job");
+    let run = h.db.store.run(run.id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(connector.sent(), ["1", "2", "3"]);
+    let dead = broker
+        .get_one(&broker.topology().dead_queue())
+        .await
+        .unwrap()
+        .unwrap();
+    let reason = passerelle_queue::header(&dead, passerelle_queue::REASON_HEADER).unwrap();
+    assert!(reason.contains("malformed job message"), "{reason}");
+    // Nothing left on either lane.
+    assert_eq!(
+        passerelle::worker::drain_until_empty(&ctx, &broker)
+            .await
+            .unwrap(),
+        0
+    );
 }

@@ -64,6 +64,9 @@ pub struct AmqpSettings {
     /// environment, a comma-separated list (`5,30,120`) or one number (`5`).
     #[serde(deserialize_with = "one_or_many")]
     pub retry_delays_secs: Vec<u64>,
+    /// A role that cannot reach RabbitMQ for this long gives up and exits non-zero (so its
+    /// supervisor and alerts see it); until then it reconnects with backoff. 0: never.
+    pub give_up_after_secs: u64,
 }
 
 /// A list of seconds, or one number standing for a list of one (the environment gives a
@@ -99,6 +102,7 @@ impl Default for AmqpSettings {
             prefix: "passerelle".into(),
             delivery_limit: 5,
             retry_delays_secs: vec![5, 30, 120, 600],
+            give_up_after_secs: 900,
         }
     }
 }
@@ -414,6 +418,7 @@ impl Settings {
                 "prefix": self.amqp.prefix,
                 "delivery_limit": self.amqp.delivery_limit,
                 "retry_delays_secs": self.amqp.retry_delays_secs,
+                "give_up_after_secs": self.amqp.give_up_after_secs,
             },
             "vault": {
                 "active_key": self.vault.active_key,

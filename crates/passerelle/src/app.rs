@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use passerelle_connectors::{ConnectorContext, UrlPolicy};
 use passerelle_core::config::{Settings, redact_url};
 use passerelle_core::vault::Vault;
-use passerelle_queue::{Broker, Topology};
+use passerelle_queue::{Broker, ReconnectPolicy, Topology};
 use passerelle_store::Store;
 use secrecy::ExposeSecret;
 use std::time::Duration;
@@ -23,9 +23,19 @@ pub fn topology(settings: &Settings) -> Topology {
     }
 }
 
+/// How a role rides out a broker outage (see `passerelle_queue::ReconnectPolicy`).
+pub fn reconnect_policy(settings: &Settings) -> ReconnectPolicy {
+    ReconnectPolicy {
+        give_up_after: Some(settings.amqp.give_up_after_secs)
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
+        ..ReconnectPolicy::default()
+    }
+}
+
 pub async fn broker(settings: &Settings) -> anyhow::Result<Broker> {
     let url = settings.amqp.url.expose_secret();
-    Broker::connect(url, topology(settings)).await.with_context(|| {
+    Broker::connect_with(url, topology(settings), reconnect_policy(settings)).await.with_context(|| {
         format!(
             "cannot connect to RabbitMQ at {} or declare the queues under prefix `{}`; is it running?",
             redact_url(url),

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cli;
 pub mod commands;
+pub mod outbox;
 pub mod output;
 pub mod scheduler;
 pub mod service;

@@ -2,11 +2,16 @@
 //! schedulers share the work through `FOR UPDATE SKIP LOCKED`), creates their runs and
 //! advances `next_sync_at` in one transaction, then publishes the runs with confirms. Runs
 //! whose publish failed stay `queued` and unpublished; the outbox pass publishes them again.
+//!
+//! It rides out outages: a tick that cannot reach Postgres logs and tries again next tick
+//! (the pool reconnects); the publisher reconnects to RabbitMQ with backoff, and runs claimed
+//! meanwhile wait in the outbox. Only the broker's give-up (`[amqp] give_up_after_secs`)
+//! stops the scheduler, with an error.
 
-use crate::{app, worker};
+use crate::app;
 use passerelle_core::config::Settings;
 use passerelle_core::job::TraceParent;
-use passerelle_queue::{Lane, Publisher};
+use passerelle_queue::{Lane, Publisher, QueueError};
 use passerelle_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -27,7 +32,7 @@ pub async fn run(
 ) -> anyhow::Result<Tick> {
     let store = app::store(&settings).await?;
     let broker = app::broker(&settings).await?;
-    let publisher = broker.publisher().await?;
+    let publisher = broker.publisher();
     info!(prefix = %settings.amqp.prefix, "scheduler started");
     let interval = settings.scheduler.interval();
     let mut total = Tick::default();
@@ -46,6 +51,10 @@ pub async fn run(
                 total.republished += t.republished;
                 total.abandoned += t.abandoned;
             }
+            Err(e) if gave_up(&e) => {
+                broker.close().await;
+                return Err(e.context("the scheduler lost RabbitMQ and gave up"));
+            }
             Err(e) => error!(error = %format!("{e:#}"), "scheduler tick failed; will try again"),
         }
         if once {
@@ -58,6 +67,16 @@ pub async fn run(
     }
     broker.close().await;
     Ok(total)
+}
+
+/// Whether an error is the broker's give-up (the role then exits non-zero).
+fn gave_up(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<QueueError>(),
+            Some(QueueError::GaveUp { .. })
+        )
+    })
 }
 
 /// Concurrent claim-and-publish loops per tick.
@@ -78,8 +97,9 @@ async fn claim_and_publish(
         if runs.is_empty() {
             return Ok(enqueued);
         }
-        match worker::publish_run(store, publisher, Lane::Scheduled, &runs).await {
+        match crate::outbox::publish_runs(store, publisher, Lane::Scheduled, &runs).await {
             Ok(()) => enqueued += runs.len(),
+            Err(e) if gave_up(&e) => return Err(e),
             // The runs are committed; the outbox pass publishes them later.
             Err(e) => {
                 warn!(error = %format!("{e:#}"), runs = runs.len(), "publish failed; the outbox will retry");
@@ -116,7 +136,7 @@ pub async fn tick(
                 })
                 .cloned()
                 .collect();
-            if let Err(e) = worker::publish_run(store, publisher, lane, &of_lane).await {
+            if let Err(e) = crate::outbox::publish_runs(store, publisher, lane, &of_lane).await {
                 warn!(error = %format!("{e:#}"), "republish failed; will try again");
                 failed = true;
             }

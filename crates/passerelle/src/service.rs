@@ -291,7 +291,7 @@ pub async fn trigger_sync(
     let run = store
         .create_manual_run(&integration, &entities, &trace.trace_id)
         .await?;
-    crate::worker::publish_run(store, publisher, Lane::Manual, std::slice::from_ref(&run))
+    crate::outbox::publish_runs(store, publisher, Lane::Manual, std::slice::from_ref(&run))
         .await
         .map_err(|e| ServiceError::Publish(format!("{e:#}")))?;
     Ok(run)

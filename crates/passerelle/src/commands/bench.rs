@@ -151,7 +151,7 @@ pub async fn run(
     broker.delete_topology().await?;
     broker.close().await;
     let broker = app::broker(&settings).await?;
-    let publisher = broker.publisher().await?;
+    let publisher = broker.publisher();
     let sandbox = Sandbox::start(0).await?;
     let ctx = app::connector_context(&settings);
     let mut figures = Figures::default();

@@ -514,16 +514,6 @@ fn lease_lost(job: &SyncJob, ttl: Duration) -> JobOutcome {
     }
 }
 
-fn retry_delay(ctx: &JobContext, attempt: u32, asked: Option<Duration>) -> Duration {
-    let tiers = &ctx.settings.amqp.retry_delays_secs;
-    let index = usize::try_from(attempt.saturating_sub(1))
-        .unwrap_or(0)
-        .min(tiers.len().saturating_sub(1));
-    let tier = Duration::from_secs(tiers.get(index).copied().unwrap_or(5));
-    // The ERP's own figure wins when it gave one; the broker rounds up to a tier.
-    asked.map_or(tier, |a| a.max(Duration::from_secs(1)))
-}
-
 async fn retry_later(
     ctx: &JobContext,
     job: &SyncJob,
@@ -548,7 +538,10 @@ async fn retry_later(
         }
         return JobOutcome::DeadLetter { reason };
     }
-    let delay = retry_delay(ctx, attempt.max(1), error.retry_after());
+    let delay = ctx
+        .publisher
+        .topology()
+        .retry_delay(attempt, error.retry_after());
     let resume_at =
         ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     match ctx
@@ -565,16 +558,7 @@ async fn retry_later(
     let mut next = job.clone();
     next.attempt = attempt;
     next.continuation = Some(continuation.clone()).filter(|c| !c.completed.is_empty());
-    let longest = Duration::from_secs(
-        ctx.settings
-            .amqp
-            .retry_delays_secs
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(5),
-    );
-    next.not_before = (delay > longest).then_some(resume_at);
+    next.not_before = (delay > ctx.publisher.topology().longest_tier()).then_some(resume_at);
     warn!(error = %message, attempt, "run will be retried");
     JobOutcome::Retry { job: next, delay }
 }
@@ -592,7 +576,7 @@ async fn infrastructure_retry(ctx: &JobContext, job: &SyncJob, e: &StoreError) -
         }
         return JobOutcome::DeadLetter { reason };
     }
-    let delay = retry_delay(ctx, next.attempt, None);
+    let delay = ctx.publisher.topology().retry_delay(next.attempt, None);
     JobOutcome::Retry { job: next, delay }
 }
 

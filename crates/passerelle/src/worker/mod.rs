@@ -2,6 +2,11 @@
 //! lease, and acknowledges a message only once everything it caused is committed or handed
 //! back to the broker (a retry, a continuation, a dead letter).
 //!
+//! Broker outages: when a consumer's channel closes, the worker keeps its running jobs going
+//! (their messages are redelivered by the broker, and a finished run's redelivery is dropped
+//! as a duplicate), reconnects with backoff and consumes again; it exits non-zero only when
+//! it gives up (`[amqp] give_up_after_secs`).
+//!
 //! Shutdown: on SIGTERM the consumers are cancelled (no new jobs), running jobs finish the
 //! chunk in hand and yield their continuation; after the grace period whatever still runs is
 //! dropped unacknowledged and RabbitMQ redelivers it. Either way nothing is lost: a chunk's
@@ -16,13 +21,10 @@ mod job;
 pub use job::{ConnectorFactory, ErpConnectors, JobContext, JobOutcome, panic_message, run_job};
 
 use crate::app;
-use futures::{FutureExt, StreamExt};
+use anyhow::Context as _;
+use futures::FutureExt;
 use passerelle_core::config::Settings;
-use passerelle_core::job::{JobMessage, TraceParent};
-use passerelle_queue::{
-    BasicAckOptions, BasicNackOptions, Broker, Delivery, Lane, Outgoing, Publisher,
-    TRACEPARENT_HEADER, header,
-};
+use passerelle_queue::{Broker, JobConsumer, JobDelivery, Lane, QueueError};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
-/// Runs until `shutdown` is cancelled, then drains within the grace period.
+/// Runs until `shutdown` is cancelled, then drains within the grace period. An error means
+/// the worker gave up on its broker.
 pub async fn run(
     settings: Settings,
     concurrency: u16,
@@ -41,12 +44,11 @@ pub async fn run(
     let vault = app::vault(&settings)?;
     let store = app::store(&settings).await?;
     let broker = app::broker(&settings).await?;
-    let publisher = broker.publisher().await?;
     let identity = app::process_identity("worker");
     let ctx = Arc::new(JobContext {
         store: store.clone(),
         vault,
-        publisher,
+        publisher: broker.publisher(),
         connectors: passerelle_connectors::ConnectorContext {
             rate_gate: Some(Arc::new(gate::PgRateGate {
                 store: store.clone(),
@@ -62,50 +64,8 @@ pub async fn run(
         recorded_keys: Default::default(),
     });
     info!(worker = %identity, concurrency, prefix = %settings.amqp.prefix, "worker started");
-
-    let mut manual = broker
-        .consume(Lane::Manual, concurrency, &format!("{identity}/manual"))
-        .await?;
-    let mut scheduled = broker
-        .consume(
-            Lane::Scheduled,
-            concurrency,
-            &format!("{identity}/scheduled"),
-        )
-        .await?;
-    let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
     let tracker = TaskTracker::new();
-
-    loop {
-        // Capacity first: a message is only taken off a consumer when it can start now.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        // `biased`: when both lanes have a message ready, the manual one wins.
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            m = manual.next() => m.map(|d| (Lane::Manual, d)),
-            s = scheduled.next() => s.map(|d| (Lane::Scheduled, d)),
-        };
-        let Some((lane, delivery)) = next else {
-            error!("a consumer stream ended (the broker closed the channel); stopping");
-            break;
-        };
-        let delivery = match delivery {
-            Ok(d) => d,
-            Err(e) => {
-                error!(error = %e, "consumer error; stopping so a supervisor can restart the worker");
-                break;
-            }
-        };
-        let ctx = ctx.clone();
-        tracker.spawn(async move {
-            handle_delivery(&ctx, lane, delivery).await;
-            drop(permit);
-        });
-    }
+    let consumed = consume(&broker, &ctx, concurrency, &identity, &tracker, &shutdown).await;
 
     // Stop taking jobs; let running ones reach a safe point.
     info!("worker stopping: no new jobs; waiting for running jobs to reach a safe point");
@@ -119,64 +79,148 @@ pub async fn run(
         );
     }
     broker.close().await;
-    info!("worker stopped");
-    Ok(())
+    match consumed {
+        Ok(()) => {
+            info!("worker stopped");
+            Ok(())
+        }
+        Err(e) => {
+            error!(error = %e, "worker gave up on RabbitMQ");
+            Err(e).context("the worker lost RabbitMQ and gave up")
+        }
+    }
+}
+
+/// Consumes both lanes until `shutdown`, reconnecting whenever the broker goes away.
+async fn consume(
+    broker: &Broker,
+    ctx: &Arc<JobContext>,
+    concurrency: u16,
+    identity: &str,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(), QueueError> {
+    let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
+    loop {
+        if !broker.wait_connected(shutdown).await? {
+            return Ok(());
+        }
+        let consumers = async {
+            let manual = broker
+                .consume(Lane::Manual, concurrency, &format!("{identity}/manual"))
+                .await?;
+            let scheduled = broker
+                .consume(
+                    Lane::Scheduled,
+                    concurrency,
+                    &format!("{identity}/scheduled"),
+                )
+                .await?;
+            Ok::<_, QueueError>((manual, scheduled))
+        };
+        let (mut manual, mut scheduled) = match consumers.await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot consume; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        info!("consuming the manual and scheduled lanes");
+        let lost = dispatch(
+            ctx,
+            &mut manual,
+            &mut scheduled,
+            &permits,
+            tracker,
+            shutdown,
+        )
+        .await;
+        match lost {
+            None => return Ok(()),
+            Some(reason) => {
+                warn!(%reason, "lost RabbitMQ's consumer channel; running jobs go on, reconnecting")
+            }
+        }
+    }
+}
+
+/// Hands deliveries to job tasks while a slot is free, manual lane first. Returns `None` at
+/// shutdown, or why the consumers stopped.
+async fn dispatch(
+    ctx: &Arc<JobContext>,
+    manual: &mut JobConsumer,
+    scheduled: &mut JobConsumer,
+    permits: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    loop {
+        // Capacity first: a message is only taken off a consumer when it can start now.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            p = permits.clone().acquire_owned() => p.ok()?,
+        };
+        // `biased`: when both lanes have a message ready, the manual one wins.
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            m = manual.next() => m,
+            s = scheduled.next() => s,
+        };
+        let delivery = match next {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Some(e.to_string()),
+            None => return Some("the broker closed the channel".into()),
+        };
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            handle_delivery(&ctx, delivery).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Runs the jobs waiting on both lanes one at a time, in this task, until none is left
+/// (messages waiting in a delay tier are not waiting on a lane). Tests use it to run a job
+/// deterministically in-process; returns how many deliveries it handled.
+pub async fn drain_until_empty(ctx: &JobContext, broker: &Broker) -> Result<usize, QueueError> {
+    let mut handled = 0;
+    loop {
+        let next = match broker.take_job(Lane::Manual).await? {
+            Some(d) => Some(d),
+            None => broker.take_job(Lane::Scheduled).await?,
+        };
+        let Some(delivery) = next else {
+            return Ok(handled);
+        };
+        handle_delivery(ctx, delivery).await;
+        handled += 1;
+    }
 }
 
 /// Handles one message to its acknowledgement.
-pub async fn handle_delivery(ctx: &JobContext, lane: Lane, delivery: Delivery) {
-    let traceparent = header(&delivery, TRACEPARENT_HEADER).and_then(|h| TraceParent::parse(&h));
-    let message = match JobMessage::parse(&delivery.data) {
-        Ok(m) => m,
-        Err(e) => {
-            warn!(reason = %e, "dead-lettering a malformed job message");
-            let outgoing = Outgoing {
-                body: delivery.data.clone(),
-                message_id: delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|m| m.as_str().to_owned())
-                    .unwrap_or_default(),
-                traceparent: traceparent.as_ref().map(TraceParent::header),
-                headers: Vec::new(),
-            };
-            settle(
-                &delivery,
-                ctx.publisher
-                    .dead_letter(&outgoing, &e.to_string())
-                    .await
-                    .is_ok(),
-            )
-            .await;
-            return;
-        }
-    };
-    let JobMessage::SyncV1(job) = message;
-    let trace = traceparent.unwrap_or_else(TraceParent::new_root);
+pub async fn handle_delivery(ctx: &JobContext, delivery: JobDelivery) {
+    let job = delivery.job.clone();
     // Still inside a wait the ERP asked for (longer than one delay tier): go round again.
     if let Some(not_before) = job.not_before {
-        let remaining = (not_before - chrono::Utc::now())
-            .to_std()
-            .unwrap_or_default();
-        if !remaining.is_zero() {
-            let outgoing = outgoing_for(&job, &trace);
-            let sent = ctx
-                .publisher
-                .publish_delayed(lane, remaining, &outgoing)
-                .await
-                .is_ok();
-            settle(&delivery, sent).await;
+        let remaining = (not_before - ctx.clock.now()).to_std().ok();
+        if let Some(remaining) = remaining.filter(|r| !r.is_zero()) {
+            if let Err(e) = delivery.retry_in(&job, remaining).await {
+                warn!(error = %e, "cannot send a waiting job round the delay tiers; it will be redelivered");
+            }
             return;
         }
     }
     let span = info_span!("sync_job", run_id = %job.run_id, integration_id = job.integration_id,
-        attempt = job.attempt, lane = lane.as_str(), trace_id = %trace.trace_id);
+        attempt = job.attempt, lane = delivery.lane.as_str(), trace_id = %delivery.trace.trace_id);
     // `run_job` catches a panic of the steps itself (it holds the lease); this catches one
     // before or after them, so no delivery is ever left unsettled holding a prefetch slot.
-    let outcome = match AssertUnwindSafe(run_job(ctx, &job, &trace).instrument(span.clone()))
-        .catch_unwind()
-        .await
+    let outcome = match AssertUnwindSafe(
+        run_job(ctx, &job, &delivery.trace).instrument(span.clone()),
+    )
+    .catch_unwind()
+    .await
     {
         Ok(outcome) => outcome,
         Err(panic) => {
@@ -185,135 +229,51 @@ pub async fn handle_delivery(ctx: &JobContext, lane: Lane, delivery: Delivery) {
             let mut next = job.clone();
             next.attempt += 1;
             JobOutcome::Retry {
-                delay: Duration::from_secs(
-                    ctx.settings
-                        .amqp
-                        .retry_delays_secs
-                        .first()
-                        .copied()
-                        .unwrap_or(5),
-                ),
+                delay: ctx.publisher.topology().retry_delay(next.attempt, None),
                 job: next,
             }
         }
     };
-    let _enter = span.enter();
-    let published = match &outcome {
-        JobOutcome::Done => true,
+    settle(ctx, delivery, outcome).instrument(span).await;
+}
+
+/// Turns a job's outcome into what happens to its message; logs a hand-off only once the
+/// broker confirmed it.
+async fn settle(ctx: &JobContext, delivery: JobDelivery, outcome: JobOutcome) {
+    let result = match outcome {
+        JobOutcome::Done => delivery.ack().await,
         JobOutcome::Abandon => {
-            // Leave it unacknowledged only when the process is going away; otherwise requeue.
-            if !ctx.stop.is_cancelled() {
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
+            // Left unacknowledged only when the process is going away; otherwise requeued.
+            if ctx.stop.is_cancelled() {
+                return;
             }
-            return;
+            delivery.requeue().await
         }
-        JobOutcome::Retry { job: next, delay } => {
-            let outgoing = outgoing_for(next, &trace);
-            match ctx.publisher.publish_delayed(lane, *delay, &outgoing).await {
-                Ok(tier) => {
-                    info!(
-                        delay_secs = tier.as_secs(),
-                        next_attempt = next.attempt,
-                        "job will be retried"
-                    );
-                    true
-                }
-                Err(e) => {
-                    error!(error = %e, "cannot publish the retry; the message will be redelivered");
-                    false
-                }
-            }
-        }
-        JobOutcome::Continue { job: next } => {
-            let outgoing = outgoing_for(next, &trace);
-            ctx.publisher
-                .publish_jobs(lane, std::slice::from_ref(&outgoing))
-                .await
-                .is_ok()
-        }
-        JobOutcome::DeadLetter { reason } => {
-            let outgoing = outgoing_for(&job, &trace);
-            ctx.publisher.dead_letter(&outgoing, reason).await.is_ok()
-        }
-    };
-    settle(&delivery, published).await;
-}
-
-fn outgoing_for(job: &passerelle_core::job::SyncJob, trace: &TraceParent) -> Outgoing {
-    Outgoing {
-        body: JobMessage::SyncV1(job.clone()).to_bytes(),
-        message_id: job.run_id.to_string(),
-        traceparent: Some(trace.child().header()),
-        headers: Vec::new(),
-    }
-}
-
-/// Acks when what the message caused is safely elsewhere; otherwise requeues it.
-async fn settle(delivery: &Delivery, handed_off: bool) {
-    let result = if handed_off {
-        delivery.ack(BasicAckOptions::default()).await
-    } else {
-        delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await
+        JobOutcome::Retry { job, delay } => delivery.retry_in(&job, delay).await.map(|tier| {
+            info!(
+                delay_secs = tier.as_secs(),
+                next_attempt = job.attempt,
+                "job handed to its retry tier"
+            );
+        }),
+        JobOutcome::Continue { job } => delivery.continue_with(&job).await.map(|()| {
+            let segment = job.continuation.as_ref().map_or(0, |c| c.segment);
+            info!(segment, "continuation published");
+        }),
+        JobOutcome::DeadLetter { reason } => delivery.dead_letter(&reason).await.map(|()| {
+            warn!(%reason, "job dead-lettered");
+        }),
     };
     if let Err(e) = result {
-        // The channel is gone; the broker redelivers the message to another consumer.
-        warn!(error = %e, "could not settle a message; it will be redelivered");
+        error!(error = %e, "cannot hand the job's message on; the broker will redeliver it");
     }
-}
-
-/// Publishes a run's first message and records that the broker has it.
-pub async fn publish_run(
-    store: &passerelle_store::Store,
-    publisher: &Publisher,
-    lane: Lane,
-    runs: &[passerelle_store::SyncRun],
-) -> anyhow::Result<()> {
-    if runs.is_empty() {
-        return Ok(());
-    }
-    let messages: Vec<Outgoing> = runs
-        .iter()
-        .map(|run| {
-            let job = passerelle_core::job::SyncJob {
-                run_id: run.id,
-                integration_id: run.integration_id,
-                tenant_id: run.tenant_id,
-                trigger: run.trigger,
-                entities: run.entity_scope.clone(),
-                attempt: 0,
-                continuation: None,
-                not_before: None,
-            };
-            let trace = run
-                .trace_id
-                .as_deref()
-                .map(|t| TraceParent {
-                    trace_id: t.to_owned(),
-                    span_id: TraceParent::new_root().span_id,
-                })
-                .unwrap_or_else(TraceParent::new_root);
-            outgoing_for(&job, &trace)
-        })
-        .collect();
-    publisher.publish_jobs(lane, &messages).await?;
-    let ids: Vec<uuid::Uuid> = runs.iter().map(|r| r.id).collect();
-    store.mark_published(&ids).await?;
-    Ok(())
 }
 
 /// Connects to the broker for a one-off publish (CLI `sync`).
-pub async fn connect_publisher(settings: &Settings) -> anyhow::Result<(Broker, Publisher)> {
+pub async fn connect_publisher(
+    settings: &Settings,
+) -> anyhow::Result<(Broker, passerelle_queue::Publisher)> {
     let broker = app::broker(settings).await?;
-    let publisher = broker.publisher().await?;
+    let publisher = broker.publisher();
     Ok((broker, publisher))
 }
