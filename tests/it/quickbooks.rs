@@ -2,6 +2,10 @@
 //! QuickBooks simulator.
 
 use crate::support::*;
+use passerelle_connectors::quickbooks::QuickBooksConnector;
+use passerelle_connectors::{
+    Connector, ConnectorContext, ConnectorError, Permit, RateGate, RateKey, RateLimits,
+};
 use passerelle_core::RunStatus;
 use passerelle_sandbox::quickbooks::{
     Fault, QuickBooksAppConfig, QuickBooksLimits, QuickBooksStats,
@@ -346,7 +350,8 @@ async fn quickbooks_a_batch_accepted_but_never_answered_is_not_created_twice() {
     );
     let stats = q.stats();
     assert_eq!(stats.creates.get("Item").copied(), Some(12), "{stats:?}");
-    assert_eq!(stats.records.get("Item").copied(), Some(12));
+    // Our 12 and the "Services" item every company holds.
+    assert_eq!(stats.records.get("Item").copied(), Some(13));
     assert!(
         stats.replays >= 1,
         "the repeats carried the same requestid: {stats:?}"
@@ -448,7 +453,8 @@ async fn quickbooks_customers_and_items_are_imported_then_followed_through_cdc()
         RunStatus::Partial,
         "the customer without an e-mail is logged: {r:?}"
     );
-    assert_eq!((r.records_synced, r.records_failed), (3, 1), "{r:?}");
+    // Ann, Widget, the company's own "Services" item, and Widget's stock.
+    assert_eq!((r.records_synced, r.records_failed), (4, 1), "{r:?}");
     let pool = q.env.db.store.pool();
     let qty: rust_decimal::Decimal =
         sqlx::query_scalar("SELECT quantity FROM platform.inventory WHERE tenant_id = $1")
@@ -578,4 +584,176 @@ async fn quickbooks_an_item_edited_in_quickbooks_is_updated_with_its_current_syn
     let r = q.env.wait_run(q.env.sync(integration), LONG).await;
     assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!((q.stats().stale_updates, q.stats().updates["Item"]), (1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickbooks_invoices_with_default_settings_book_their_total_on_the_services_item() {
+    let q = Qb::new("qinv", |_| {}).await;
+    let seeded = q.env.db.store.seed_tenant("Acme", 2, 3, 20).await.unwrap();
+    // No invoice_item_id: the documented default is the company's "Services" item.
+    let integration = q.integration(
+        seeded.tenant_id,
+        "customers,invoices",
+        "export",
+        serde_json::json!({}),
+    );
+    let _w = q.env.worker(1);
+    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    assert_eq!(
+        r.status,
+        RunStatus::Succeeded,
+        "{r:?} {:?}",
+        q.failures(integration).await
+    );
+    let totals: Vec<(String, rust_decimal::Decimal)> = sqlx::query_as(
+        "SELECT invoice_number, total_amount FROM platform.invoices WHERE tenant_id = $1",
+    )
+    .bind(seeded.tenant_id)
+    .fetch_all(q.env.db.store.pool())
+    .await
+    .unwrap();
+    assert!(!totals.is_empty());
+    let api = q.env.sandbox.quickbooks();
+    let services = api
+        .records(&q.realm_id, "Item")
+        .into_iter()
+        .find(|i| i["Name"] == "Services")
+        .unwrap();
+    let invoices = api.records(&q.realm_id, "Invoice");
+    for (number, total) in totals {
+        let invoice = invoices
+            .iter()
+            .find(|i| i["DocNumber"] == number.as_str())
+            .unwrap_or_else(|| panic!("invoice {number} is not at QuickBooks"));
+        let booked: rust_decimal::Decimal = invoice["TotalAmt"].to_string().parse().unwrap();
+        assert_eq!(booked, total, "invoice {number} booked {invoice}");
+        assert_eq!(
+            invoice["Line"][0]["SalesItemLineDetail"]["ItemRef"]["value"],
+            services["Id"]
+        );
+    }
+    assert_eq!(
+        q.stats().creates.get("Item").copied(),
+        Some(0),
+        "the company's own Services item was found, not created"
+    );
+}
+
+/// A fleet gate in memory, as every worker shares one: it refuses (or waits out) a blocked
+/// account and records each block.
+#[derive(Debug, Default)]
+struct MemoryGate {
+    blocked: std::sync::Mutex<std::collections::HashMap<RateKey, std::time::Instant>>,
+    blocks: std::sync::Mutex<Vec<(RateKey, Duration)>>,
+}
+
+#[async_trait::async_trait]
+impl RateGate for MemoryGate {
+    async fn admit(
+        &self,
+        limits: &[(RateKey, RateLimits)],
+        max_wait: Duration,
+    ) -> Result<Vec<Permit>, ConnectorError> {
+        let now = std::time::Instant::now();
+        let wait = limits
+            .iter()
+            .filter_map(|(key, _)| self.blocked.lock().unwrap().get(key).copied())
+            .map(|until| until.saturating_duration_since(now))
+            .max()
+            .unwrap_or_default();
+        if wait > max_wait {
+            return Err(ConnectorError::RateLimited { retry_after: wait });
+        }
+        tokio::time::sleep(wait).await;
+        Ok(Vec::new())
+    }
+
+    async fn release(&self, _permits: &[Permit]) {}
+
+    async fn block(&self, key: &RateKey, for_: Duration) {
+        self.blocks.lock().unwrap().push((key.clone(), for_));
+        self.blocked
+            .lock()
+            .unwrap()
+            .insert(key.clone(), std::time::Instant::now() + for_);
+    }
+}
+
+#[tokio::test]
+async fn quickbooks_a_429_keeps_every_worker_away_from_the_realm_for_60_seconds() {
+    let sandbox = passerelle_sandbox::Sandbox::start(0).await.unwrap();
+    let realm = "9130357766900999";
+    let mut app = QuickBooksAppConfig::new("qb-429", SECRET, realm);
+    app.refresh_token = Some(FIRST_REFRESH.into());
+    sandbox.quickbooks().try_add_app(app).unwrap();
+    let base = sandbox.quickbooks_url();
+    // Intuit's defaults: no throttle_wait_secs, so the connector declares 60 s.
+    let settings = serde_json::json!({
+        "realm_id": realm,
+        "api_url": base,
+        "token_url": format!("{base}/oauth2/v1/tokens/bearer"),
+    });
+    let credentials = passerelle_core::vault::Credentials::from_value(serde_json::json!({
+        "client_id": "qb-429", "client_secret": SECRET, "refresh_token": FIRST_REFRESH,
+    }))
+    .unwrap();
+    let gate = std::sync::Arc::new(MemoryGate::default());
+    let context = ConnectorContext {
+        url_policy: passerelle_connectors::UrlPolicy {
+            allow_private_networks: true,
+        },
+        rate_gate: Some(gate.clone()),
+        credential_store: None,
+    };
+    let worker =
+        |_: ()| QuickBooksConnector::new(Some(&settings), Some(&credentials), &context).unwrap();
+    let first = worker(());
+    // QuickBooks answers 429 without Retry-After, as it does.
+    sandbox.quickbooks().inject(
+        realm,
+        Fault::Status {
+            status: 429,
+            retry_after: None,
+            times: 1,
+            method: None,
+            path_contains: None,
+        },
+    );
+    let started = chrono::Utc::now();
+    let err = first.test_connection().await.unwrap_err();
+    let ConnectorError::RateLimited { retry_after } = err else {
+        panic!("expected RateLimited, got {err:?}");
+    };
+    assert!(
+        retry_after > Duration::from_secs(59) && retry_after <= Duration::from_secs(60),
+        "{retry_after:?}"
+    );
+    let key = RateKey {
+        connector: passerelle_core::IntegrationType::QuickBooks,
+        account: realm.to_owned(),
+    };
+    assert_eq!(
+        gate.blocks.lock().unwrap().clone(),
+        vec![(key, Duration::from_secs(60))],
+        "the realm was embargoed through the fleet gate"
+    );
+    // This worker, and another one sharing the fleet gate, are both held back.
+    let second = worker(());
+    for connector in [&first, &second] {
+        match connector.test_connection().await {
+            Err(ConnectorError::RateLimited { retry_after }) => {
+                assert!(retry_after > Duration::from_secs(58), "{retry_after:?}")
+            }
+            other => panic!("expected RateLimited, got {other:?}"),
+        }
+    }
+    // The simulator's log: the throttled request, then nothing within 60 s of it.
+    let log = sandbox.quickbooks().requests(realm);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0].at >= started - chrono::TimeDelta::seconds(1));
+    let elapsed = chrono::Utc::now() - log[0].at;
+    assert!(
+        elapsed < chrono::TimeDelta::seconds(60),
+        "the test ran {elapsed}"
+    );
 }

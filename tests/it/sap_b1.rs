@@ -37,11 +37,29 @@ impl B1 {
         direction: &str,
         limit: serde_json::Value,
     ) -> i64 {
-        let settings = serde_json::json!({
+        self.integration_with(
+            tenant,
+            entities,
+            direction,
+            serde_json::json!({"rate_limit": limit, "invoice_account_code": "4000"}),
+        )
+    }
+
+    /// An integration with these settings besides `server` and `company_db`.
+    fn integration_with(
+        &self,
+        tenant: i64,
+        entities: &str,
+        direction: &str,
+        extra: serde_json::Value,
+    ) -> i64 {
+        let mut settings = serde_json::json!({
             "server": self.env.sandbox.sap_b1_url(),
             "company_db": DB,
-            "rate_limit": limit,
         });
+        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
         let credentials = serde_json::json!({"username": "manager", "password": "b1-password-1"});
         self.env.create_active(
             tenant,
@@ -436,4 +454,104 @@ async fn sap_b1_an_overloaded_server_is_waited_for_and_the_sync_completes() {
         stats.duplicate_references.values().all(|v| v.is_empty()),
         "{stats:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sap_b1_service_invoices_book_on_the_configured_gl_account() {
+    let b1 = B1::new("sapsvc").await;
+    let seeded = b1.env.db.store.seed_tenant("Acme", 2, 3, 20).await.unwrap();
+    let integration = b1.integration(seeded.tenant_id, "customers,invoices", "export");
+    let _w = b1.env.worker(1);
+    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
+    assert_eq!(
+        r.status,
+        RunStatus::Succeeded,
+        "{r:?} {:?}",
+        b1.failures(integration).await
+    );
+    let invoices = b1.env.sandbox.sap_b1().records(DB, "Invoices");
+    assert_eq!(
+        invoices.len() as u64,
+        b1.count("invoices", seeded.tenant_id).await
+    );
+    for invoice in &invoices {
+        assert_eq!(invoice["DocType"], "dDocument_Service", "{invoice}");
+        assert_eq!(
+            invoice["DocumentLines"][0]["AccountCode"], "4000",
+            "{invoice}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sap_b1_an_integration_exporting_service_invoices_without_a_gl_account_is_refused() {
+    let b1 = B1::new("sapnoacct").await;
+    let tenant = b1.env.db.tenant("Acme").await;
+    let settings = serde_json::json!({"server": b1.env.sandbox.sap_b1_url(), "company_db": DB});
+    let (out, stdout, stderr) = run(b1.env.cmd().args([
+        "integrations",
+        "create",
+        "--tenant",
+        &tenant.to_string(),
+        "--name",
+        "SAP",
+        "--type",
+        "sap_b1",
+        "--entities",
+        "customers,invoices",
+        "--direction",
+        "export",
+        "--settings",
+        &settings.to_string(),
+        "--credentials",
+        r#"{"username": "manager", "password": "b1-password-1"}"#,
+    ]));
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stderr.contains("invoice_account_code"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sap_b1_item_invoices_book_their_total_on_the_configured_item() {
+    let b1 = B1::new("sapitm").await;
+    // A non-inventory sales item the company books invoiced amounts on.
+    b1.env.sandbox.sap_b1().upsert_record(
+        DB,
+        "Items",
+        serde_json::json!({"ItemCode": "SERVICES", "ItemName": "Services", "InventoryItem": "tNO", "SalesItem": "tYES"}),
+    );
+    let seeded = b1.env.db.store.seed_tenant("Acme", 2, 3, 20).await.unwrap();
+    let integration = b1.integration_with(
+        seeded.tenant_id,
+        "customers,invoices",
+        "export",
+        serde_json::json!({"invoice_type": "items", "invoice_item_code": "SERVICES",
+            "rate_limit": {"requests": 200, "per_secs": 1}}),
+    );
+    let _w = b1.env.worker(1);
+    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
+    assert_eq!(
+        r.status,
+        RunStatus::Succeeded,
+        "{r:?} {:?}",
+        b1.failures(integration).await
+    );
+    let totals: Vec<(String, rust_decimal::Decimal)> = sqlx::query_as(
+        "SELECT invoice_number, total_amount FROM platform.invoices WHERE tenant_id = $1",
+    )
+    .bind(seeded.tenant_id)
+    .fetch_all(b1.env.db.store.pool())
+    .await
+    .unwrap();
+    assert!(!totals.is_empty());
+    let invoices = b1.env.sandbox.sap_b1().records(DB, "Invoices");
+    for (number, total) in totals {
+        let invoice = invoices
+            .iter()
+            .find(|i| i["NumAtCard"] == number.as_str())
+            .unwrap_or_else(|| panic!("invoice {number} is not at SAP"));
+        assert_eq!(invoice["DocType"], "dDocument_Items", "{invoice}");
+        assert_eq!(invoice["DocumentLines"][0]["ItemCode"], "SERVICES");
+        let booked: rust_decimal::Decimal = invoice["DocTotal"].to_string().parse().unwrap();
+        assert_eq!(booked, total, "{invoice}");
+    }
 }

@@ -133,6 +133,11 @@ pub struct HttpOptions {
     pub max_inline_wait: Duration,
     /// Our own cap on requests per second to this ERP account (None: only the ERP's 429s).
     pub requests_per_second: Option<u32>,
+    /// How long the ERP says to stay away after a 429 that carries no `Retry-After` (its
+    /// documented advice, e.g. Intuit's 60 s). Read as if the ERP had sent it: no in-call
+    /// retry sooner, the account embargoed (fleet-wide through the rate gate) for as long,
+    /// and past `max_inline_wait` the job goes back to the queue.
+    pub rate_limited_wait: Duration,
     /// Which process-wide client to use: one per connector type, shared by every integration
     /// and job of that type, so connections and TLS sessions are reused across jobs.
     pub client: &'static str,
@@ -148,10 +153,15 @@ impl Default for HttpOptions {
             max_backoff: Duration::from_secs(2),
             max_inline_wait: Duration::from_secs(5),
             requests_per_second: None,
+            // ERPs that advise nothing (and usually send `Retry-After`): a short pause.
+            rate_limited_wait: DEFAULT_RATE_LIMITED_WAIT,
             client: "default",
         }
     }
 }
+
+/// The wait after a 429 without `Retry-After` for an ERP that documents none.
+pub const DEFAULT_RATE_LIMITED_WAIT: Duration = Duration::from_secs(1);
 
 /// One request. Bodies are JSON, form-encoded, or `raw` (a `$batch`).
 #[derive(Debug, Clone)]
@@ -441,6 +451,10 @@ impl HttpRuntime {
         &self.redactor
     }
 
+    pub fn options(&self) -> &HttpOptions {
+        &self.options
+    }
+
     /// Sends with in-call retries. Returns the reply for any 2xx; every other outcome is a
     /// classified, redacted error.
     pub async fn send(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {
@@ -563,7 +577,12 @@ impl HttpRuntime {
             headers,
             body,
         };
-        match classify(&reply, &what, call.conflict_means_in_flight) {
+        match classify_with(
+            &reply,
+            &what,
+            call.conflict_means_in_flight,
+            self.options.rate_limited_wait,
+        ) {
             None => Ok(reply),
             Some(error) => {
                 if let Some(wait) = error.retry_after() {
@@ -628,11 +647,27 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     out
 }
 
-/// Classifies a reply; `None` for success.
+/// Classifies a reply; `None` for success. A 429 without `Retry-After` waits
+/// [`DEFAULT_RATE_LIMITED_WAIT`].
 pub fn classify(
     reply: &HttpReply,
     what: &str,
     conflict_means_in_flight: bool,
+) -> Option<ConnectorError> {
+    classify_with(
+        reply,
+        what,
+        conflict_means_in_flight,
+        DEFAULT_RATE_LIMITED_WAIT,
+    )
+}
+
+/// [`classify`] with the ERP's advised wait for a 429 that carries no `Retry-After`.
+pub fn classify_with(
+    reply: &HttpReply,
+    what: &str,
+    conflict_means_in_flight: bool,
+    rate_limited_wait: Duration,
 ) -> Option<ConnectorError> {
     let status = reply.status;
     if (200..300).contains(&status) {
@@ -650,7 +685,7 @@ pub fn classify(
     );
     Some(match status {
         429 => ConnectorError::RateLimited {
-            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+            retry_after: retry_after.unwrap_or(rate_limited_wait),
         },
         // An overloaded server that says when to come back (RFC 9110 §15.6.4): that is pacing,
         // like a 429, not a failure of the run (self-hosted ERPs such as SAP B1 answer so).

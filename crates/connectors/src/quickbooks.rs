@@ -18,7 +18,7 @@
 
 use crate::http::{HttpCall, HttpOptions, HttpReply, HttpRuntime, Redactor, snippet};
 use crate::oauth::{Issuer, OAuthTokens};
-use crate::rate::{RateGate, RateKey, RateLimits, published};
+use crate::rate::{RateKey, RateLimits, published};
 use crate::{
     Capabilities, ConnectionTest, Connector, ConnectorContext, ConnectorError, ExportAction,
     ExportOp, ExportResult, Exported, Idempotency, ImportCursor, ImportPage, Reference,
@@ -37,7 +37,6 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -52,6 +51,11 @@ const CDC_REACH_DAYS: i64 = 29;
 /// Placeholders the export replaces with QuickBooks ids (`ReferenceType.name` carries them).
 const CUSTOMER_PLACEHOLDER: &str = "platform-customer:";
 const PRODUCT_PLACEHOLDER: &str = "platform-product:";
+/// The item an invoice line is booked on when `invoice_item_id` is unset: QuickBooks ignores
+/// the `Amount` of a sales line without an `ItemRef` (it is documentation), so the export
+/// replaces this placeholder with the realm's "Services" item.
+const SERVICES_ITEM_PLACEHOLDER: &str = "quickbooks-services-item";
+const SERVICES_ITEM: &str = "Services";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -221,7 +225,6 @@ pub struct QuickBooksConnector {
     http: HttpRuntime,
     /// `/batch`, paced under the batch limits (counted separately by Intuit).
     batch_http: HttpRuntime,
-    rate_gate: Option<(Arc<dyn RateGate>, RateKey, RateKey)>,
     capabilities: Capabilities,
 }
 
@@ -313,12 +316,15 @@ impl QuickBooksConnector {
         }
         let options = HttpOptions {
             request_timeout: settings.timeout,
+            // Intuit sends no `Retry-After` with its 429s and says to wait 60 s: the runtime
+            // reads every such 429 as that wait, embargoes the realm fleet-wide and hands
+            // the job back to the queue rather than retrying sooner.
+            rate_limited_wait: settings.throttle_wait,
             client: "quickbooks",
             ..HttpOptions::default()
         };
         let mut http = HttpRuntime::new(context, options.clone(), Redactor::new(secrets.clone()))?;
         let mut batch_http = HttpRuntime::new(context, options, Redactor::new(secrets))?;
-        let mut rate_gate = None;
         if let Some(gate) = &context.rate_gate {
             let key = RateKey {
                 connector: IntegrationType::QuickBooks,
@@ -329,11 +335,12 @@ impl QuickBooksConnector {
                 account: format!("{}:batch", settings.realm_id),
             };
             http = http.with_fleet_gate(gate.clone(), key.clone(), settings.limits);
-            // A batch is also a request to the realm: it counts against both allowances.
+            // A batch is also a request to the realm: it counts against both allowances. The
+            // realm comes first because a 429 embargoes the first key: whichever limit
+            // Intuit hit, nothing goes to the realm before its advised wait has passed.
             batch_http = batch_http
-                .with_fleet_gate(gate.clone(), batch_key.clone(), settings.batch_limits)
-                .also_limited_by(key.clone(), settings.limits);
-            rate_gate = Some((gate.clone(), key, batch_key));
+                .with_fleet_gate(gate.clone(), key, settings.limits)
+                .also_limited_by(batch_key, settings.batch_limits);
         }
         let tokens = OAuthTokens::new(
             INTUIT,
@@ -357,7 +364,6 @@ impl QuickBooksConnector {
             tokens,
             http,
             batch_http,
-            rate_gate,
         })
     }
 
@@ -365,8 +371,8 @@ impl QuickBooksConnector {
         self.tokens.access_token(&self.http, force_refresh).await
     }
 
-    /// An API call with the bearer token; a 401 refreshes once and repeats. A 429 asks for
-    /// Intuit's advised pause and tells the fleet.
+    /// An API call with the bearer token; a 401 refreshes once and repeats. A 429 is the
+    /// runtime's: it waits Intuit's advised pause (`throttle_wait`), fleet-wide.
     async fn api(
         &self,
         method: Method,
@@ -405,18 +411,6 @@ impl QuickBooksConnector {
             };
             match runtime.send(&call).await {
                 Err(ConnectorError::Auth { .. }) if attempt == 0 => force = true,
-                // The runtime refuses on its own (fleet gate, embargo) only for waits beyond
-                // what it sleeps in place; a shorter wait is QuickBooks' own 429 (it sends no
-                // `Retry-After`) after the in-place retries: stay away as Intuit advises.
-                Err(ConnectorError::RateLimited { retry_after })
-                    if retry_after <= HttpOptions::default().max_inline_wait =>
-                {
-                    let wait = self.settings.throttle_wait;
-                    if let Some((gate, key, batch_key)) = &self.rate_gate {
-                        gate.block(if batch { batch_key } else { key }, wait).await;
-                    }
-                    return Err(ConnectorError::RateLimited { retry_after: wait });
-                }
                 other => return other.map_err(|e| runtime.redactor().error(e)),
             }
         }
@@ -634,8 +628,9 @@ impl QuickBooksConnector {
             })
     }
 
-    /// Resolves the placeholders the mapping left for the records this one refers to.
-    fn resolve(&self, op: &ExportOp) -> Result<Value, ConnectorError> {
+    /// Resolves the placeholders the mapping left for the records this one refers to, and
+    /// for the "Services" item (`services_item`, looked up by the caller when needed).
+    fn resolve(&self, op: &ExportOp, services_item: Option<&str>) -> Result<Value, ConnectorError> {
         let mut payload = op.payload.clone();
         let lookup = |placeholder: &str, prefix: &str, kind: MappingEntityType, what: &str| {
             let id = placeholder.trim_start_matches(prefix).to_owned();
@@ -675,10 +670,202 @@ impl QuickBooksConnector {
                         "product",
                     )?;
                     line["SalesItemLineDetail"]["ItemRef"] = json!({ "value": id });
+                } else if needs_services_item(line) {
+                    let id = services_item.ok_or_else(|| {
+                        ConnectorError::fatal(
+                            "internal error: the QuickBooks \"Services\" item was not looked up",
+                        )
+                    })?;
+                    line["SalesItemLineDetail"]["ItemRef"] =
+                        json!({ "value": id, "name": SERVICES_ITEM });
                 }
             }
         }
         Ok(payload)
+    }
+
+    /// Builds each body still to send: references resolved (the "Services" item looked up
+    /// once if a line needs it), and for updates `Id`, `SyncToken` and `sparse`. An op that
+    /// cannot be built gets its result now.
+    async fn prepare(
+        &self,
+        name: &str,
+        ops: &[ExportOp],
+        results: &mut [Option<ExportResult>],
+        start: Instant,
+    ) -> Vec<(usize, ExportAction, Value)> {
+        let needs_services = |op: &ExportOp| {
+            op.payload
+                .get("Line")
+                .and_then(Value::as_array)
+                .is_some_and(|lines| lines.iter().any(needs_services_item))
+        };
+        let services = if ops
+            .iter()
+            .enumerate()
+            .any(|(i, op)| results[i].is_none() && needs_services(op))
+        {
+            Some(self.services_item().await)
+        } else {
+            None
+        };
+        let mut pending = Vec::new();
+        for (index, op) in ops.iter().enumerate() {
+            if results[index].is_some() {
+                continue;
+            }
+            let action = if op.external_id.is_some() {
+                ExportAction::Update
+            } else {
+                ExportAction::Create
+            };
+            let services_item = match &services {
+                Some(Ok(id)) => Some(id.as_str()),
+                Some(Err(e)) if needs_services(op) => {
+                    results[index] = Some(result(op, action, Err(e.clone()), None, start));
+                    continue;
+                }
+                _ => None,
+            };
+            let mut body = match self.resolve(op, services_item) {
+                Ok(b) => b,
+                Err(e) => {
+                    results[index] = Some(result(op, action, Err(e), None, start));
+                    continue;
+                }
+            };
+            if let (Some(id), Some(obj)) = (&op.external_id, body.as_object_mut()) {
+                let known = op
+                    .mapping_metadata
+                    .as_ref()
+                    .and_then(|m| m.get("sync_token"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let token = match known {
+                    Some(t) => t,
+                    None => match self.read_sync_token(name, id).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            results[index] = Some(result(op, action, Err(e), None, start));
+                            continue;
+                        }
+                    },
+                };
+                obj.insert("Id".into(), json!(id));
+                obj.insert("SyncToken".into(), json!(token));
+                obj.insert("sparse".into(), json!(true));
+            }
+            pending.push((index, action, body));
+        }
+        pending
+    }
+
+    /// The id of the realm's "Services" item, which invoices are booked on when
+    /// `invoice_item_id` is unset: looked up, or created on an income account, once per realm
+    /// and process.
+    async fn services_item(&self) -> Result<String, ConnectorError> {
+        type Cache = std::sync::Mutex<HashMap<String, String>>;
+        static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        // The API's address too: two sandboxes may hold realms with the same id.
+        let key = format!("{}|{}", self.settings.api_url, self.settings.realm_id);
+        if let Some(id) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(id.clone());
+        }
+        let id = match self.find_services_item().await? {
+            Some(id) => id,
+            None => match self.create_services_item().await {
+                Ok(id) => id,
+                // Another worker may have created it meanwhile (6240 Duplicate Name).
+                Err(e) => self.find_services_item().await?.ok_or(e)?,
+            },
+        };
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, id.clone());
+        Ok(id)
+    }
+
+    async fn find_services_item(&self) -> Result<Option<String>, ConnectorError> {
+        let found = self
+            .query(
+                "Item",
+                format!("select * from Item where Name = {}", quoted(SERVICES_ITEM)),
+            )
+            .await?;
+        Ok(found
+            .iter()
+            .filter(|i| i.get("Active").and_then(Value::as_bool) != Some(false))
+            .find_map(|i| i.get("Id").and_then(Value::as_str))
+            .map(str::to_owned))
+    }
+
+    /// Creates the "Services" item (a `Service` item needs an income account: the configured
+    /// one, else the company's first income account).
+    async fn create_services_item(&self) -> Result<String, ConnectorError> {
+        let account = match &self.settings.income_account_id {
+            Some(id) => id.clone(),
+            None => self
+                .query(
+                    "Account",
+                    "select * from Account where AccountType = 'Income' orderby Id".into(),
+                )
+                .await?
+                .iter()
+                .filter(|a| a.get("Active").and_then(Value::as_bool) != Some(false))
+                .find_map(|a| a.get("Id").and_then(Value::as_str))
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ConnectorError::fatal(format!(
+                        "QuickBooks company {} has no \"Services\" item to book invoices on and no income account to create it on: set settings.invoice_item_id (the item invoices are booked on) or settings.income_account_id",
+                        self.settings.realm_id
+                    ))
+                })?,
+        };
+        let request_id = short_hash(&format!("services-item|{}", self.settings.realm_id));
+        let reply = self
+            .api(
+                Method::POST,
+                "/item",
+                &[("requestid", request_id)],
+                Some(json!({
+                    "Name": SERVICES_ITEM,
+                    "Type": "Service",
+                    "IncomeAccountRef": { "value": account },
+                })),
+            )
+            .await
+            .map_err(|e| match e {
+                ConnectorError::Rejected { message, .. } => ConnectorError::fatal(format!(
+                    "QuickBooks refused to create the \"Services\" item invoices are booked on ({message}); set settings.invoice_item_id to an existing item"
+                )),
+                other => other,
+            })?;
+        reply
+            .json("POST item")?
+            .pointer("/Item/Id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ConnectorError::transient("QuickBooks answered an item without Id"))
+    }
+}
+
+/// A sales line whose item is the "Services" placeholder, or that has none (an intent
+/// recorded before the placeholder existed): without an item QuickBooks books nothing.
+fn needs_services_item(line: &Value) -> bool {
+    if line.get("DetailType").and_then(Value::as_str) != Some("SalesItemLineDetail") {
+        return false;
+    }
+    match line.pointer("/SalesItemLineDetail/ItemRef") {
+        None => true,
+        Some(item) => {
+            item.get("name").and_then(Value::as_str) == Some(SERVICES_ITEM_PLACEHOLDER)
+                && item
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+        }
     }
 }
 
@@ -807,13 +994,15 @@ pub fn map_record(
             doc
         }
         PlatformRecord::Invoice(inv) => {
-            let mut detail = json!({
+            let item = match &settings.invoice_item_id {
+                Some(item) => json!({ "value": item }),
+                None => json!({ "value": "", "name": SERVICES_ITEM_PLACEHOLDER }),
+            };
+            let detail = json!({
+                "ItemRef": item,
                 "Qty": 1,
                 "UnitPrice": decimal_to_json(inv.total_amount),
             });
-            if let Some(item) = &settings.invoice_item_id {
-                detail["ItemRef"] = json!({ "value": item });
-            }
             let mut invoice = json!({
                 "DocNumber": doc_number(&inv.invoice_number, "invoice")?,
                 "CustomerRef": customer_ref(inv.customer_id, &format!("invoice {}", inv.invoice_number))?,
@@ -1090,47 +1279,7 @@ impl Connector for QuickBooksConnector {
                 }
             }
         }
-        // Build each body: references resolved, and for updates Id, SyncToken and sparse.
-        let mut pending: Vec<(usize, ExportAction, Value)> = Vec::new();
-        for (index, op) in ops.iter().enumerate() {
-            if results[index].is_some() {
-                continue;
-            }
-            let action = if op.external_id.is_some() {
-                ExportAction::Update
-            } else {
-                ExportAction::Create
-            };
-            let mut body = match self.resolve(op) {
-                Ok(b) => b,
-                Err(e) => {
-                    results[index] = Some(result(op, action, Err(e), None, start));
-                    continue;
-                }
-            };
-            if let (Some(id), Some(obj)) = (&op.external_id, body.as_object_mut()) {
-                let known = op
-                    .mapping_metadata
-                    .as_ref()
-                    .and_then(|m| m.get("sync_token"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                let token = match known {
-                    Some(t) => t,
-                    None => match self.read_sync_token(name, id).await {
-                        Ok(t) => t,
-                        Err(e) => {
-                            results[index] = Some(result(op, action, Err(e), None, start));
-                            continue;
-                        }
-                    },
-                };
-                obj.insert("Id".into(), json!(id));
-                obj.insert("SyncToken".into(), json!(token));
-                obj.insert("sparse".into(), json!(true));
-            }
-            pending.push((index, action, body));
-        }
+        let pending = self.prepare(name, &ops, &mut results, start).await;
         for chunk in pending.chunks(self.settings.batch_size) {
             let items: Vec<(ExportAction, &ExportOp, Value)> = chunk
                 .iter()
@@ -1515,17 +1664,78 @@ mod tests {
             references: HashMap::from([((MappingEntityType::Customer, "3".into()), "58".into())]),
         };
         assert!(matches!(
-            c.resolve(&op),
+            c.resolve(&op, None),
             Err(ConnectorError::Rejected { .. })
         ));
         op.references
             .insert((MappingEntityType::Product, "1".into()), "19".into());
-        let body = c.resolve(&op).unwrap();
+        let body = c.resolve(&op, None).unwrap();
         assert_eq!(body["CustomerRef"], json!({"value": "58"}));
         assert_eq!(
             body["Line"][0]["SalesItemLineDetail"]["ItemRef"],
             json!({"value": "19"})
         );
+    }
+
+    #[test]
+    fn an_invoice_without_invoice_item_id_is_booked_on_the_services_item() {
+        let ctx = ConnectorContext::default();
+        let creds = Credentials::from_value(
+            json!({"client_id": "c", "client_secret": "s", "refresh_token": "r"}),
+        )
+        .unwrap();
+        let c =
+            QuickBooksConnector::new(Some(&json!({"realm_id": "1"})), Some(&creds), &ctx).unwrap();
+        let invoice = &records()[3];
+        let payload = c.map_record(invoice).unwrap();
+        let line = &payload["Line"][0];
+        // QuickBooks ignores the Amount of a sales line without an item.
+        assert!(needs_services_item(line), "{payload}");
+        let op = ExportOp {
+            internal_id: "9".into(),
+            external_id: None,
+            payload,
+            idempotency_key: "k".into(),
+            retried_create: false,
+            intent_recorded_at: None,
+            mapping_metadata: None,
+            references: HashMap::from([((MappingEntityType::Customer, "3".into()), "58".into())]),
+        };
+        assert_eq!(c.resolve(&op, None).unwrap_err().class(), "fatal");
+        let body = c.resolve(&op, Some("1")).unwrap();
+        assert_eq!(
+            body["Line"][0]["SalesItemLineDetail"]["ItemRef"],
+            json!({"value": "1", "name": "Services"})
+        );
+        assert!(!needs_services_item(&body["Line"][0]));
+        // A line an older intent recorded without any item is booked there too.
+        assert!(needs_services_item(
+            &json!({"DetailType": "SalesItemLineDetail", "Amount": 5, "SalesItemLineDetail": {"Qty": 1}})
+        ));
+        // A configured item is used as is.
+        let own = map_record(&settings(json!({"invoice_item_id": "42"})), invoice).unwrap();
+        assert_eq!(
+            own["Line"][0]["SalesItemLineDetail"]["ItemRef"],
+            json!({"value": "42"})
+        );
+        assert!(!needs_services_item(&own["Line"][0]));
+    }
+
+    #[test]
+    fn quickbooks_declares_intuits_60_second_wait_after_a_429() {
+        let creds = Credentials::from_value(
+            json!({"client_id": "c", "client_secret": "s", "refresh_token": "r"}),
+        )
+        .unwrap();
+        let c = QuickBooksConnector::new(
+            Some(&json!({"realm_id": "1"})),
+            Some(&creds),
+            &ConnectorContext::default(),
+        )
+        .unwrap();
+        for runtime in [&c.http, &c.batch_http] {
+            assert_eq!(runtime.options().rate_limited_wait, Duration::from_secs(60));
+        }
     }
 
     #[test]

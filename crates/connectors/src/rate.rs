@@ -176,7 +176,182 @@ pub trait RateGate: Send + Sync + std::fmt::Debug {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{HttpCall, HttpOptions, HttpRuntime, Redactor};
     use serde_json::json;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A fleet gate in memory: refuses (or waits out) a blocked account, records each block.
+    #[derive(Debug, Default)]
+    struct RecordingGate {
+        blocked: Mutex<HashMap<RateKey, Instant>>,
+        blocks: Mutex<Vec<(RateKey, Duration)>>,
+    }
+
+    #[async_trait]
+    impl RateGate for RecordingGate {
+        async fn admit(
+            &self,
+            limits: &[(RateKey, RateLimits)],
+            max_wait: Duration,
+        ) -> Result<Vec<Permit>, ConnectorError> {
+            let now = Instant::now();
+            let wait = limits
+                .iter()
+                .filter_map(|(key, _)| self.blocked.lock().unwrap().get(key).copied())
+                .map(|until| until.saturating_duration_since(now))
+                .max()
+                .unwrap_or_default();
+            if wait > max_wait {
+                return Err(ConnectorError::RateLimited { retry_after: wait });
+            }
+            tokio::time::sleep(wait).await;
+            Ok(Vec::new())
+        }
+
+        async fn release(&self, _permits: &[Permit]) {}
+
+        async fn block(&self, key: &RateKey, for_: Duration) {
+            self.blocks.lock().unwrap().push((key.clone(), for_));
+            self.blocked
+                .lock()
+                .unwrap()
+                .insert(key.clone(), Instant::now() + for_);
+        }
+    }
+
+    /// A server answering every request `429` without `Retry-After`; when each one arrived.
+    async fn throttling_server() -> (url::Url, Arc<Mutex<Vec<Instant>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url =
+            url::Url::parse(&format!("http://{}/v1/x", listener.local_addr().unwrap())).unwrap();
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let seen = arrivals.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = socket.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        // Bodiless GETs: one request per blank line.
+                        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buffer.drain(..end + 4);
+                            seen.lock().unwrap().push(Instant::now());
+                            let reply =
+                                b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n";
+                            if socket.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, arrivals)
+    }
+
+    fn runtime(gate: &Arc<RecordingGate>, options: HttpOptions) -> HttpRuntime {
+        let context = crate::ConnectorContext {
+            url_policy: crate::UrlPolicy {
+                allow_private_networks: true,
+            },
+            ..crate::ConnectorContext::default()
+        };
+        HttpRuntime::new(&context, options, Redactor::default())
+            .unwrap()
+            .with_fleet_gate(gate.clone(), key(), RateLimits::per_second(100))
+    }
+
+    fn key() -> RateKey {
+        RateKey {
+            connector: IntegrationType::QuickBooks,
+            account: "9130357766900456".into(),
+        }
+    }
+
+    fn get(url: &url::Url) -> HttpCall {
+        HttpCall {
+            method: reqwest::Method::GET,
+            url: url.clone(),
+            headers: vec![],
+            body: None,
+            raw: None,
+            form: None,
+            idempotent: true,
+            conflict_means_in_flight: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_429_without_retry_after_embargoes_the_account_fleet_wide_for_the_declared_wait() {
+        let (url, arrivals) = throttling_server().await;
+        let gate = Arc::new(RecordingGate::default());
+        let declared = HttpOptions {
+            rate_limited_wait: Duration::from_secs(60),
+            ..HttpOptions::default()
+        };
+        let first = runtime(&gate, declared.clone());
+        let err = first.send(&get(&url)).await.unwrap_err();
+        assert_eq!(
+            err,
+            ConnectorError::RateLimited {
+                retry_after: Duration::from_secs(60)
+            },
+            "longer than max_inline_wait: handed back to the queue, not retried in place"
+        );
+        assert_eq!(arrivals.lock().unwrap().len(), 1, "no in-call retry");
+        assert_eq!(
+            gate.blocks.lock().unwrap().clone(),
+            vec![(key(), Duration::from_secs(60))],
+            "the embargo went to the fleet gate"
+        );
+        // Neither this runtime nor another worker's sends anything before the wait is over.
+        let other = runtime(&gate, declared);
+        for runtime in [&first, &other] {
+            match runtime.send(&get(&url)).await {
+                Err(ConnectorError::RateLimited { retry_after }) => {
+                    assert!(retry_after > Duration::from_secs(59), "{retry_after:?}")
+                }
+                other => panic!("expected RateLimited, got {other:?}"),
+            }
+        }
+        assert_eq!(arrivals.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_short_declared_wait_is_retried_in_place_no_sooner_than_it() {
+        let (url, arrivals) = throttling_server().await;
+        let gate = Arc::new(RecordingGate::default());
+        let wait = Duration::from_millis(1500);
+        let runtime = runtime(
+            &gate,
+            HttpOptions {
+                rate_limited_wait: wait,
+                max_retries: 1,
+                ..HttpOptions::default()
+            },
+        );
+        let err = runtime.send(&get(&url)).await.unwrap_err();
+        assert_eq!(err, ConnectorError::RateLimited { retry_after: wait });
+        let arrivals = arrivals.lock().unwrap().clone();
+        assert_eq!(arrivals.len(), 2, "one in-call retry");
+        assert!(
+            arrivals[1] - arrivals[0] >= wait,
+            "retried after {:?}",
+            arrivals[1] - arrivals[0]
+        );
+        assert_eq!(gate.blocks.lock().unwrap().len(), 2);
+    }
 
     #[test]
     fn pacing_leaves_a_small_margin_under_the_limit() {

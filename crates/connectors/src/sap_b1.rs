@@ -55,6 +55,32 @@ const EXPORT_PARALLELISM: usize = 4;
 const IMPORT_PAGE_SIZE: usize = 100;
 /// OCRD.CardCode is nvarchar(15).
 const CARD_CODE_MAX: usize = 15;
+/// OACT.AcctCode is nvarchar(15); OITM.ItemCode nvarchar(50).
+const ACCOUNT_CODE_MAX: usize = 15;
+const ITEM_CODE_MAX: usize = 50;
+
+/// How an exported invoice is booked: SAP's `DocType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceType {
+    /// `dDocument_Service`: one service row on a G/L account (`invoice_account_code`).
+    Service,
+    /// `dDocument_Items`: one row on an item (`invoice_item_code`).
+    Items,
+}
+
+/// The row an invoice's total is booked on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvoiceLines {
+    /// A service row on this G/L (revenue) account: SAP requires one on every service row.
+    Service { account_code: String },
+    /// An item row on this item, optionally with a G/L account overriding SAP's own
+    /// determination.
+    Items {
+        item_code: String,
+        account_code: Option<String>,
+    },
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +90,9 @@ struct RawSettings {
     warehouse_code: Option<String>,
     card_code_prefix: Option<String>,
     price_list: Option<u32>,
+    invoice_type: Option<InvoiceType>,
+    invoice_account_code: Option<String>,
+    invoice_item_code: Option<String>,
     rate_limit: Option<Value>,
     timeout_secs: Option<u64>,
 }
@@ -80,6 +109,8 @@ pub struct SapB1Settings {
     pub card_code_prefix: String,
     /// The price list an item's price is written to and read from (default 1).
     pub price_list: u32,
+    /// What an exported invoice's row is booked on.
+    pub invoice_lines: InvoiceLines,
     pub limits: RateLimits,
     pub timeout: Duration,
 }
@@ -140,6 +171,11 @@ impl SapB1Settings {
         }
         let limits =
             RateLimits::from_setting("rate_limit", raw.rate_limit.as_ref(), DEFAULT_LIMITS)?;
+        let invoice_lines = invoice_lines(
+            raw.invoice_type,
+            raw.invoice_account_code,
+            raw.invoice_item_code,
+        )?;
         Ok(Self {
             server,
             company_db,
@@ -149,6 +185,7 @@ impl SapB1Settings {
                 .unwrap_or_else(|| "01".into()),
             card_code_prefix,
             price_list: raw.price_list.unwrap_or(1).max(1),
+            invoice_lines,
             limits,
             timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(60).clamp(1, 600)),
         })
@@ -162,6 +199,51 @@ impl SapB1Settings {
             self.server.path().trim_end_matches('/')
         ));
         url
+    }
+}
+
+/// Reads the invoice settings. A service invoice (the default) needs its G/L account: SAP
+/// refuses a service row without one ("Enter G/L account for service row"), and no account is
+/// guessed for it (SAP's own revenue account determination is not readable through the
+/// Service Layer, and a wrong guess would book revenue on the wrong account). Settings are
+/// checked without the integration's entities, and invoices sync by default, so the
+/// account is required whenever invoices would be service documents.
+fn invoice_lines(
+    invoice_type: Option<InvoiceType>,
+    account_code: Option<String>,
+    item_code: Option<String>,
+) -> Result<InvoiceLines, ConnectorError> {
+    let code = |name: &str, value: Option<String>, max: usize| match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() || v.chars().count() > max => Err(ConnectorError::fatal(
+            format!("settings.{name} `{v}` is not an SAP code (1 to {max} characters)"),
+        )),
+        Some(v) => Ok(Some(v.trim().to_owned())),
+    };
+    let account_code = code("invoice_account_code", account_code, ACCOUNT_CODE_MAX)?;
+    let item_code = code("invoice_item_code", item_code, ITEM_CODE_MAX)?;
+    match invoice_type.unwrap_or(InvoiceType::Service) {
+        InvoiceType::Service => {
+            if item_code.is_some() {
+                return Err(ConnectorError::fatal(
+                    "settings.invoice_item_code applies to item invoices only: set settings.invoice_type to `items`, or remove it",
+                ));
+            }
+            let account_code = account_code.ok_or_else(|| {
+                ConnectorError::fatal(
+                    "sap_b1 settings need `invoice_account_code`: the G/L (revenue) account code an exported invoice's service row is booked on (SAP refuses a service row without one); or set `invoice_type` to `items` with `invoice_item_code`",
+                )
+            })?;
+            Ok(InvoiceLines::Service { account_code })
+        }
+        InvoiceType::Items => Ok(InvoiceLines::Items {
+            item_code: item_code.ok_or_else(|| {
+                ConnectorError::fatal(
+                    "settings.invoice_type `items` needs `invoice_item_code`: the ItemCode (a non-inventory sales item) an exported invoice's row is booked on",
+                )
+            })?,
+            account_code,
+        }),
     }
 }
 
@@ -733,17 +815,40 @@ impl SapB1Connector {
                 })
             }
             PlatformRecord::Invoice(inv) => {
-                // The platform keeps an invoice's total, not its lines: a service invoice
-                // with one line for the total.
+                // The platform keeps an invoice's total, not its lines: one row for the total.
+                let description = truncated(&format!("Invoice {}", inv.invoice_number), 100);
+                let (doc_type, line) = match &self.settings.invoice_lines {
+                    InvoiceLines::Service { account_code } => (
+                        "dDocument_Service",
+                        json!({
+                            "ItemDescription": description,
+                            "AccountCode": account_code,
+                            "LineTotal": decimal_to_json(inv.total_amount),
+                        }),
+                    ),
+                    InvoiceLines::Items {
+                        item_code,
+                        account_code,
+                    } => {
+                        let mut line = json!({
+                            "ItemCode": item_code,
+                            "ItemDescription": description,
+                            "Quantity": 1,
+                            "UnitPrice": decimal_to_json(inv.total_amount),
+                            "WarehouseCode": self.settings.warehouse_code,
+                        });
+                        if let (Some(obj), Some(account)) = (line.as_object_mut(), account_code) {
+                            obj.insert("AccountCode".into(), json!(account));
+                        }
+                        ("dDocument_Items", line)
+                    }
+                };
                 let mut invoice = json!({
                     "CardCode": card(inv.customer_id, &format!("invoice {}", inv.invoice_number))?,
                     "NumAtCard": inv.invoice_number,
-                    "DocType": "dDocument_Service",
+                    "DocType": doc_type,
                     "DocCurrency": inv.currency.trim(),
-                    "DocumentLines": [{
-                        "ItemDescription": truncated(&format!("Invoice {}", inv.invoice_number), 100),
-                        "LineTotal": decimal_to_json(inv.total_amount),
-                    }],
+                    "DocumentLines": [line],
                 });
                 if let Some(obj) = invoice.as_object_mut() {
                     if let Some(issued) = inv.issued_at {
@@ -1089,8 +1194,8 @@ mod tests {
     }
 
     fn connector(extra: Value) -> SapB1Connector {
-        let mut settings =
-            json!({"server": "https://sap.example.com:50000", "company_db": "SBODEMOFR"});
+        let mut settings = json!({"server": "https://sap.example.com:50000", "company_db": "SBODEMOFR",
+            "invoice_account_code": "4000"});
         if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
             s.extend(e.clone());
         }
@@ -1105,7 +1210,12 @@ mod tests {
 
     #[test]
     fn settings_need_server_and_company_and_refuse_secrets() {
-        let parse = |v: Value| SapB1Settings::parse(Some(&v), &ctx());
+        let parse = |mut v: Value| {
+            if let Some(o) = v.as_object_mut() {
+                o.entry("invoice_account_code").or_insert(json!("4000"));
+            }
+            SapB1Settings::parse(Some(&v), &ctx())
+        };
         assert!(parse(json!({"company_db": "X"})).is_err());
         assert!(parse(json!({"server": "https://h"})).is_err());
         let err =
@@ -1123,9 +1233,96 @@ mod tests {
     }
 
     #[test]
+    fn service_invoices_need_a_gl_account_and_item_invoices_an_item() {
+        let parse = |v: Value| SapB1Settings::parse(Some(&v), &ctx());
+        let base = json!({"server": "https://h", "company_db": "X"});
+        let with = |extra: Value| {
+            let mut v = base.clone();
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            v
+        };
+        // Invoices are service documents by default: the account is required, by name.
+        for missing in [base.clone(), with(json!({"invoice_type": "service"}))] {
+            let err = parse(missing).unwrap_err();
+            assert_eq!(err.class(), "fatal");
+            assert!(err.to_string().contains("invoice_account_code"), "{err}");
+        }
+        let s = parse(with(json!({"invoice_account_code": "41000000"}))).unwrap();
+        assert_eq!(
+            s.invoice_lines,
+            InvoiceLines::Service {
+                account_code: "41000000".into()
+            }
+        );
+        let err = parse(with(json!({"invoice_type": "items"}))).unwrap_err();
+        assert!(err.to_string().contains("invoice_item_code"), "{err}");
+        let s = parse(with(
+            json!({"invoice_type": "items", "invoice_item_code": "SERVICES"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            s.invoice_lines,
+            InvoiceLines::Items {
+                item_code: "SERVICES".into(),
+                account_code: None
+            }
+        );
+        for bad in [
+            json!({"invoice_account_code": ""}),
+            json!({"invoice_account_code": "1234567890123456"}),
+            json!({"invoice_account_code": "4000", "invoice_item_code": "SERVICES"}),
+            json!({"invoice_type": "goods", "invoice_account_code": "4000"}),
+        ] {
+            assert_eq!(
+                parse(with(bad.clone())).unwrap_err().class(),
+                "fatal",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn invoices_map_to_a_service_row_on_the_account_or_an_item_row() {
+        let invoice = PlatformRecord::Invoice(InvoiceRecord {
+            id: 3,
+            invoice_number: "INV-3".into(),
+            order_id: None,
+            order_number: None,
+            customer_id: Some(42),
+            customer_email: None,
+            status: "issued".into(),
+            currency: "EUR".into(),
+            total_amount: Decimal::from_str("25.5").unwrap(),
+            issued_at: Some(t()),
+            due_at: None,
+            updated_at: t(),
+        });
+        let service = connector(json!({})).map_record(&invoice).unwrap();
+        assert_eq!(service["DocType"], "dDocument_Service");
+        assert_eq!(
+            service["DocumentLines"][0],
+            json!({"ItemDescription": "Invoice INV-3", "AccountCode": "4000", "LineTotal": 25.5})
+        );
+        let items = connector(
+            json!({"invoice_type": "items", "invoice_item_code": "SERVICES",
+            "invoice_account_code": null}),
+        )
+        .map_record(&invoice)
+        .unwrap();
+        assert_eq!(items["DocType"], "dDocument_Items");
+        assert_eq!(
+            items["DocumentLines"][0],
+            json!({"ItemCode": "SERVICES", "ItemDescription": "Invoice INV-3", "Quantity": 1,
+                   "UnitPrice": 25.5, "WarehouseCode": "01"})
+        );
+    }
+
+    #[test]
     fn seed_shaped_credentials_must_agree_with_settings() {
-        let settings =
-            json!({"server": "https://sap.example.com:50000", "company_db": "SBODEMOFR"});
+        let settings = json!({"server": "https://sap.example.com:50000", "company_db": "SBODEMOFR",
+            "invoice_account_code": "4000"});
         let ok = Credentials::from_value(json!({"username": "u", "password": "p",
             "database": "sbodemofr", "server": "https://sap.example.com:50000"}))
         .unwrap();

@@ -430,7 +430,11 @@ async fn admin_endpoints_provision_inject_seed_and_report() {
         .json()
         .await
         .unwrap();
-    assert_eq!(records[0]["Name"], "Seeded");
+    // After the "Services" item every new company holds.
+    assert_eq!(
+        (records[0]["Name"].as_str(), records[1]["Name"].as_str()),
+        (Some("Services"), Some("Seeded"))
+    );
     let stats: Value = http
         .get(admin("/realms/42/stats"))
         .send()
@@ -496,4 +500,79 @@ async fn requests_beyond_the_concurrency_limit_are_throttled() {
     );
     let stats = qb.sandbox.quickbooks().stats(REALM).unwrap();
     assert_eq!((stats.max_concurrent_requests, stats.rate_limited), (2, 1));
+}
+
+#[tokio::test]
+async fn a_new_company_holds_the_services_item_and_an_invoice_line_without_item_books_nothing() {
+    let qb = qb().await;
+    let (status, body) = qb
+        .get(
+            "/query",
+            &[("query", "select * from Item where Name = 'Services'")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let services = &body["QueryResponse"]["Item"][0];
+    assert_eq!(
+        (services["Type"].as_str(), services["Active"].as_bool()),
+        (Some("Service"), Some(true)),
+        "{body}"
+    );
+    let (_, body) = qb
+        .get(
+            "/query",
+            &[(
+                "query",
+                "select * from Account where AccountType = 'Income'",
+            )],
+        )
+        .await;
+    let income: Vec<&str> = body["QueryResponse"]["Account"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["Classification"].as_str().unwrap())
+        .collect();
+    assert!(
+        !income.is_empty() && income.iter().all(|c| *c == "Revenue"),
+        "{body}"
+    );
+    let (_, customer) = qb.post("/customer", json!({"DisplayName": "Acme"})).await;
+    let invoice = |detail: Value| {
+        json!({"CustomerRef": {"value": customer["Customer"]["Id"]}, "Line": [{
+            "DetailType": "SalesItemLineDetail", "Amount": 40,
+            "SalesItemLineDetail": detail,
+        }]})
+    };
+    // Intuit: a line without ItemRef is documentation and its Amount is ignored.
+    let (status, bare) = qb
+        .post("/invoice", invoice(json!({"Qty": 1, "UnitPrice": 40})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{bare}");
+    assert_eq!(bare["Invoice"]["TotalAmt"], json!(0), "{bare}");
+    let (status, booked) = qb
+        .post(
+            "/invoice",
+            invoice(json!({"ItemRef": {"value": services["Id"]}, "Qty": 1, "UnitPrice": 40})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{booked}");
+    assert_eq!(booked["Invoice"]["TotalAmt"], json!(40), "{booked}");
+    // An item on an account the company does not have is refused.
+    let (status, refused) = qb
+        .post(
+            "/item",
+            json!({"Name": "Gadget", "Type": "Service", "IncomeAccountRef": {"value": "4242"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(first_error(&refused).0, "2500", "{refused}");
+    // Every request is in the realm's log, in arrival order.
+    let log = qb.sandbox.quickbooks().requests(REALM);
+    let paths: Vec<&str> = log.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["query", "query", "customer", "invoice", "invoice", "item"]
+    );
+    assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
 }

@@ -287,11 +287,26 @@ async fn what_the_service_layer_refuses_is_refused_in_its_error_shape() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "an order needs DocDueDate");
-    let (status, invoice) = b1
+    // A service row needs the G/L account it books on.
+    let (status, body) = b1
         .post(
             "Invoices",
             json!({"CardCode": "C001", "NumAtCard": "INV-1", "DocType": "dDocument_Service",
                    "DocumentLines": [{"ItemDescription": "Invoice INV-1", "LineTotal": 40}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], json!(-5002), "{body}");
+    assert_eq!(body["error"]["message"]["lang"], "en-us", "{body}");
+    assert!(
+        error_value(&body).contains("Enter G/L account for service row"),
+        "{body}"
+    );
+    let (status, invoice) = b1
+        .post(
+            "Invoices",
+            json!({"CardCode": "C001", "NumAtCard": "INV-1", "DocType": "dDocument_Service",
+                   "DocumentLines": [{"ItemDescription": "Invoice INV-1", "AccountCode": "4000", "LineTotal": 40}]}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{invoice}");

@@ -405,7 +405,7 @@ pub async fn run(
         .await?;
     let run = limited_run(
         &store, &vault, &ctx, &publisher, seed.tenant_id, "sap_b1",
-        serde_json::json!({"server": sandbox.sap_b1_url(), "company_db": "BENCH_DB", "rate_limit": {"requests": 20, "per_secs": 1}}),
+        serde_json::json!({"server": sandbox.sap_b1_url(), "company_db": "BENCH_DB", "invoice_account_code": "4000", "rate_limit": {"requests": 20, "per_secs": 1}}),
         serde_json::json!({"username": "manager", "password": "bench-b1-password"}),
     )
     .await?;

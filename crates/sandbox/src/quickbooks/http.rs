@@ -345,6 +345,8 @@ async fn api(
     body: Bytes,
 ) -> Response {
     let now = Utc::now();
+    // Logged on arrival, whatever the answer: tests check when a client called.
+    sim.note_request(&realm_id, now, method.as_str(), &rest);
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

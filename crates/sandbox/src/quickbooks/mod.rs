@@ -1,11 +1,13 @@
 //! Simulator of the QuickBooks Online Accounting API v3 for what an integration syncing a
 //! wholesale platform uses: OAuth 2 (Basic client authentication, refresh tokens that may
 //! rotate and die after a grace period, access tokens that expire), `item`, `customer`,
-//! `invoice` and `estimate` (create, sparse and full update with `SyncToken` optimistic
-//! concurrency, read), the `query` language subset a connector needs, `batch`
+//! `invoice`, `estimate` and `account` (create, sparse and full update with `SyncToken`
+//! optimistic concurrency, read), the `query` language subset a connector needs, `batch`
 //! (`BatchItemRequest` / `BatchItemResponse` with a per-item `Fault`), `cdc`, `companyinfo`,
 //! `requestid` replay, and the per-realm limits (requests a minute, in flight, batch requests
-//! a minute) with `429 ThrottleExceeded`.
+//! a minute) with `429 ThrottleExceeded` (no `Retry-After`, as Intuit sends none). A new realm
+//! holds what a new company does: a chart of accounts and the "Services" item. Each realm
+//! logs when every request arrived ([`QuickBooksSim::requests`]).
 //!
 //! It owns the apps (OAuth clients and their grants) and the realms (companies and their
 //! records) and counts what each realm was asked to do, so tests can prove "created exactly
@@ -19,6 +21,7 @@
 //! loopback admin endpoints under `/quickbooks/_sandbox/…`. [`QuickBooksSim`] is the
 //! in-process handle tests and the demo use.
 
+mod company;
 mod http;
 mod model;
 mod query;
@@ -33,7 +36,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use model::{Kind, RealmData};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokens::{Lifetimes, TokenStore};
@@ -178,8 +181,8 @@ impl QuickBooksLimits {
     }
 }
 
-/// What one realm was asked to do. Every entity (`Item`, `Customer`, `Invoice`, `Estimate`)
-/// appears in the per-entity maps, with 0 when untouched.
+/// What one realm was asked to do. Every entity (`Item`, `Customer`, `Invoice`, `Estimate`,
+/// `Account`) appears in the per-entity maps, with 0 when untouched.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuickBooksStats {
     /// API calls that reached the realm (authenticated, realm allowed), refused ones too.
@@ -220,6 +223,19 @@ pub struct QuickBooksStats {
     /// Refreshes those apps were refused (`invalid_grant`, `invalid_client`).
     pub rejected_refreshes: u64,
 }
+
+/// One API request a realm received (authorised or not), for tests that check *when* a
+/// client called, e.g. that nothing came during the 60 s Intuit asks for after a 429.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuickBooksRequest {
+    pub at: DateTime<Utc>,
+    pub method: String,
+    /// The path under `/v3/company/{realmId}/` (`batch`, `query`, `companyinfo/…`).
+    pub path: String,
+}
+
+/// Requests kept per realm (the oldest are dropped), so a benchmark cannot exhaust memory.
+const REQUEST_LOG_CAP: usize = 10_000;
 
 /// The simulator. Cheap to clone: clones share the same apps and realms.
 #[derive(Clone, Default)]
@@ -291,6 +307,8 @@ struct RealmState {
     batch_requests: u64,
     cdc_requests: u64,
     query_requests: u64,
+    /// Every request, in arrival order (at most [`REQUEST_LOG_CAP`]).
+    log: VecDeque<QuickBooksRequest>,
 }
 
 impl RealmState {
@@ -303,13 +321,16 @@ impl RealmState {
             in_flight: 0,
             max_in_flight: 0,
             max_batch_items: limits.max_batch_items,
-            data: RealmData::default(),
+            // The company was set up long before anyone syncs with it (CDC does not see
+            // its defaults as changes).
+            data: company::new_company(Utc::now() - TimeDelta::days(365)),
             answers: HashMap::new(),
             creates_by_requestid: HashMap::new(),
             replays: 0,
             batch_requests: 0,
             cdc_requests: 0,
             query_requests: 0,
+            log: VecDeque::new(),
         }
     }
 
@@ -450,7 +471,7 @@ impl QuickBooksSim {
         };
         let mut stats = {
             let state = lock(&realm.state);
-            let per_kind = |counts: &[u64; 4]| {
+            let per_kind = |counts: &[u64; 5]| {
                 Kind::ALL
                     .iter()
                     .map(|k| (k.name().to_owned(), counts[k.index()]))
@@ -499,7 +520,7 @@ impl QuickBooksSim {
         Some(stats)
     }
 
-    /// Every record of an entity (`Item`, `Customer`, `Invoice`, `Estimate`, any case),
+    /// Every record of an entity (`Item`, `Customer`, `Invoice`, `Estimate`, `Account`, any case),
     /// inactive ones included, in id order, as the API renders them; empty for an unknown
     /// realm or entity.
     pub fn records(&self, realm_id: &str, entity: &str) -> Vec<Value> {
@@ -512,6 +533,29 @@ impl QuickBooksSim {
             .all(kind)
             .map(|r| Value::Object(r.body.clone()))
             .collect()
+    }
+
+    /// The API requests the realm received, oldest first (the last 10,000); empty for an
+    /// unknown realm.
+    pub fn requests(&self, realm_id: &str) -> Vec<QuickBooksRequest> {
+        self.realm(realm_id)
+            .map(|realm| lock(&realm.state).log.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn note_request(&self, realm_id: &str, at: DateTime<Utc>, method: &str, path: &str) {
+        let Some(realm) = self.realm(realm_id) else {
+            return;
+        };
+        let mut state = lock(&realm.state);
+        if state.log.len() >= REQUEST_LOG_CAP {
+            state.log.pop_front();
+        }
+        state.log.push_back(QuickBooksRequest {
+            at,
+            method: method.to_owned(),
+            path: path.to_owned(),
+        });
     }
 
     /// Queues a fault for the realm's API calls. Misuse is logged and ignored; use

@@ -1,4 +1,5 @@
-//! The four entities a sync uses, their validation and their storage. Field names are the
+//! The entities a sync uses (and the chart of accounts items book on), their validation
+//! and their storage. Field names are the
 //! XSD element names; the rules are QuickBooks': unique `DisplayName` (customers) and `Name`
 //! (items), `SyncToken` optimistic concurrency, references that must exist, line amounts that
 //! must equal `Qty × UnitPrice`, and no property the schema does not know.
@@ -15,10 +16,17 @@ pub(crate) enum Kind {
     Customer,
     Invoice,
     Estimate,
+    Account,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 4] = [Kind::Item, Kind::Customer, Kind::Invoice, Kind::Estimate];
+    pub(crate) const ALL: [Kind; 5] = [
+        Kind::Item,
+        Kind::Customer,
+        Kind::Invoice,
+        Kind::Estimate,
+        Kind::Account,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -26,6 +34,7 @@ impl Kind {
             Kind::Customer => "Customer",
             Kind::Invoice => "Invoice",
             Kind::Estimate => "Estimate",
+            Kind::Account => "Account",
         }
     }
 
@@ -35,6 +44,7 @@ impl Kind {
             Kind::Customer => 1,
             Kind::Invoice => 2,
             Kind::Estimate => 3,
+            Kind::Account => 4,
         }
     }
 
@@ -140,6 +150,22 @@ impl Kind {
                 "TrackingNum",
                 "LinkedTxn",
             ],
+            Kind::Account => &[
+                "Name",
+                "SubAccount",
+                "ParentRef",
+                "FullyQualifiedName",
+                "Description",
+                "Active",
+                "Classification",
+                "AccountType",
+                "AccountSubType",
+                "AcctNum",
+                "CurrentBalance",
+                "CurrentBalanceWithSubAccounts",
+                "CurrencyRef",
+                "TaxCodeRef",
+            ],
         };
         COMMON.contains(&property) || own.contains(&property)
     }
@@ -172,7 +198,7 @@ impl QbError {
         json!({"Message": self.message, "Detail": self.detail, "code": self.code, "element": self.element})
     }
 
-    fn missing(field: &str) -> Self {
+    pub(crate) fn missing(field: &str) -> Self {
         Self {
             element: field.to_owned(),
             ..Self::new(
@@ -194,7 +220,7 @@ impl QbError {
         }
     }
 
-    fn bad_reference(what: &str, id: &str) -> Self {
+    pub(crate) fn bad_reference(what: &str, id: &str) -> Self {
         Self::new(
             "2500",
             "Invalid Reference Id",
@@ -212,7 +238,7 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         self.body.get("Active").and_then(Value::as_bool) != Some(false)
     }
 
@@ -225,22 +251,22 @@ impl Stored {
 pub(crate) struct RealmData {
     /// Intuit's ids are per-company integers.
     next_id: u64,
-    records: [BTreeMap<u64, Stored>; 4],
-    pub creates: [u64; 4],
-    pub updates: [u64; 4],
+    records: [BTreeMap<u64, Stored>; 5],
+    pub creates: [u64; 5],
+    pub updates: [u64; 5],
     pub stale_updates: u64,
     /// Deleted transactions, for CDC (`status: Deleted`).
     pub deleted: HashMap<(usize, u64), DateTime<Utc>>,
     last_stamp: Option<DateTime<Utc>>,
 }
 
-fn text<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
+pub(crate) fn text<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
     body.get(field)
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty())
 }
 
-fn reference<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
+pub(crate) fn reference<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
     body.get(field)
         .and_then(|r| r.get("value"))
         .and_then(Value::as_str)
@@ -288,6 +314,7 @@ impl RealmData {
             Kind::Item => &["Name", "Sku"],
             Kind::Customer => &["DisplayName"],
             Kind::Invoice | Kind::Estimate => &["DocNumber"],
+            Kind::Account => &["Name"],
         };
         let mut seen: BTreeMap<String, u32> = BTreeMap::new();
         for record in self.all(kind).filter(|r| r.active()) {
@@ -623,8 +650,28 @@ impl RealmData {
                 {
                     return Err(QbError::invalid("Sku", "Sku is longer than 100 characters"));
                 }
+                // The accounts an item books on must exist in the chart of accounts.
+                for field in ["IncomeAccountRef", "ExpenseAccountRef", "AssetAccountRef"] {
+                    if let Some(account) = reference(body, field)
+                        && !self.get(Kind::Account, account).is_some_and(Stored::active)
+                    {
+                        return Err(QbError::bad_reference("Account", account));
+                    }
+                }
                 body.insert("Type".into(), json!(item_type));
                 body.insert("FullyQualifiedName".into(), json!(name));
+            }
+            Kind::Account => {
+                let name = text(body, "Name")
+                    .ok_or_else(|| QbError::missing("Name"))?
+                    .to_owned();
+                if name.contains(':') {
+                    return Err(QbError::invalid("Name", "Name cannot contain a colon (:)"));
+                }
+                if active && others("Name", &name) {
+                    return Err(duplicate(&name));
+                }
+                super::company::complete_account(body, &name)?;
             }
             Kind::Invoice | Kind::Estimate => {
                 let customer = reference(body, "CustomerRef")
@@ -663,7 +710,8 @@ impl RealmData {
                         "SalesItemLineDetail" => {
                             let amount = decimal(line.get("Amount"))
                                 .ok_or_else(|| QbError::missing("Line.Amount"))?;
-                            let mut detail = line
+                            let mut documentation = false;
+                            let detail = line
                                 .get("SalesItemLineDetail")
                                 .and_then(Value::as_object)
                                 .cloned()
@@ -678,13 +726,9 @@ impl RealmData {
                                         return Err(QbError::bad_reference("Item", item));
                                     }
                                 }
-                                // QuickBooks books a line without an item on its "Services" item.
-                                None => {
-                                    detail.insert(
-                                        "ItemRef".into(),
-                                        json!({"value": "1", "name": "Services"}),
-                                    );
-                                }
+                                // Intuit's reference (SalesItemLineDetail.ItemRef): a line
+                                // without an item is documentation; its Amount is ignored.
+                                None => documentation = true,
                             }
                             if let (Some(qty), Some(price)) =
                                 (decimal(detail.get("Qty")), decimal(detail.get("UnitPrice")))
@@ -699,7 +743,9 @@ impl RealmData {
                                     ),
                                 ));
                             }
-                            total += amount;
+                            if !documentation {
+                                total += amount;
+                            }
                             line.insert("SalesItemLineDetail".into(), Value::Object(detail));
                         }
                         "DescriptionOnly" | "SubTotalLineDetail" | "DiscountLineDetail" => {}
@@ -807,7 +853,7 @@ mod tests {
 
     #[test]
     fn documents_need_live_references_and_consistent_amounts() {
-        let mut data = RealmData::default();
+        let mut data = super::super::company::new_company(Utc::now());
         let now = Utc::now();
         let c = data
             .create(Kind::Customer, &obj(json!({"DisplayName": "Acme"})), now)
@@ -844,5 +890,48 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(dangling.code, "2500");
+        let no_account = data
+            .create(
+                Kind::Item,
+                &obj(json!({"Name": "Gadget", "IncomeAccountRef": {"value": "999"}})),
+                now,
+            )
+            .unwrap_err();
+        assert_eq!(no_account.code, "2500", "{no_account:?}");
+    }
+
+    #[test]
+    fn a_sales_line_without_an_item_is_documentation_and_books_nothing() {
+        let mut data = super::super::company::new_company(Utc::now());
+        let now = Utc::now();
+        let c = data
+            .create(Kind::Customer, &obj(json!({"DisplayName": "Acme"})), now)
+            .unwrap();
+        let line = |detail: Value| json!({"DetailType": "SalesItemLineDetail", "Amount": 25, "SalesItemLineDetail": detail});
+        let bare = data
+            .create(
+                Kind::Invoice,
+                &obj(json!({"CustomerRef": {"value": c["Id"]}, "Line": [line(json!({"Qty": 1, "UnitPrice": 25}))]})),
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            (&bare["TotalAmt"], &bare["Balance"]),
+            (&json!(0), &json!(0))
+        );
+        // The company's own "Services" item books the amount.
+        let services = data
+            .all(Kind::Item)
+            .find(|i| i.text("Name") == Some("Services"))
+            .map(|i| i.body["Id"].clone())
+            .unwrap();
+        let booked = data
+            .create(
+                Kind::Invoice,
+                &obj(json!({"CustomerRef": {"value": c["Id"]}, "Line": [line(json!({"ItemRef": {"value": services}, "Qty": 1, "UnitPrice": 25}))]})),
+                now,
+            )
+            .unwrap();
+        assert_eq!(booked["TotalAmt"], json!(25));
     }
 }

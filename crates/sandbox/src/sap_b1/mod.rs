@@ -13,7 +13,7 @@
 //! counts what each company was asked to do per our reference (`ItemCode`, `CardCode`,
 //! `NumAtCard`), so tests can prove "created exactly once". It must stay strict: what the
 //! Service Layer refuses (unknown properties, unknown item or partner codes, duplicate keys,
-//! an expired session), it refuses.
+//! a service row without its G/L `AccountCode`, an expired session), it refuses.
 //!
 //! Served under `/sap_b1` (see [`crate::sandbox_router`]): the API at `/sap_b1/b1s/v1/…` and
 //! loopback admin endpoints under `/sap_b1/_sandbox/…`. [`SapB1Sim`] is the in-process

@@ -756,6 +756,19 @@ impl CompanyData {
                                 ),
                             ));
                         }
+                        // A service row books on a G/L account; there is no item to find one.
+                        if line
+                            .get("AccountCode")
+                            .and_then(Value::as_str)
+                            .is_none_or(|a| a.trim().is_empty())
+                        {
+                            return Err(SapError::bad_request(
+                                -5002,
+                                format!(
+                                    "[DocumentLines.AccountCode][line: {number}] Enter G/L account for service row"
+                                ),
+                            ));
+                        }
                         continue;
                     }
                     let item = line.get("ItemCode").and_then(Value::as_str).unwrap_or("");
