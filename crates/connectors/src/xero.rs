@@ -77,36 +77,17 @@ impl XeroSettings {
         let value = settings.ok_or_else(|| {
             ConnectorError::fatal("xero settings are missing; `tenant_id` is required")
         })?;
-        if let Some(map) = value.as_object() {
-            for key in map.keys() {
-                if [
-                    "client_secret",
-                    "refresh_token",
-                    "access_token",
-                    "password",
-                    "secret",
-                    "token",
-                ]
-                .contains(&key.as_str())
-                {
-                    return Err(ConnectorError::fatal(format!(
-                        "settings.{key} looks like a secret; settings are stored in clear and shown to admins. Move it to credentials"
-                    )));
-                }
-            }
-        }
+        crate::settings::refuse_secret_settings(value)?;
         let raw: RawSettings = serde_json::from_value(value.clone())
             .map_err(|e| ConnectorError::fatal(format!("invalid xero settings: {e}")))?;
         let tenant_id = raw
             .tenant_id
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| ConnectorError::fatal("xero settings need `tenant_id` (the organisation's tenant id from GET /connections)"))?;
-        let mut api_url = context.url_policy.check(
+        let api_url = context.url_policy.check(
             raw.api_url.as_deref().unwrap_or("https://api.xero.com"),
             "settings.api_url",
         )?;
-        let trimmed = api_url.path().trim_end_matches('/').to_owned();
-        api_url.set_path(&trimmed);
         let token_url = context.url_policy.check(
             raw.token_url
                 .as_deref()
@@ -140,9 +121,7 @@ impl XeroSettings {
     }
 
     fn api(&self, path: &str) -> Url {
-        let mut url = self.api_url.clone();
-        url.set_path(&format!("{}{path}", self.api_url.path()));
-        url
+        crate::urls::join_path(&self.api_url, path)
     }
 }
 
@@ -1101,6 +1080,43 @@ mod tests {
             created_at: t,
             updated_at: t,
         })
+    }
+
+    #[test]
+    fn request_urls_join_the_base_with_or_without_a_path_or_a_trailing_slash() {
+        let parse = |api_url: Option<&str>| {
+            let mut settings = json!({"tenant_id": "t"});
+            if let Some(url) = api_url {
+                settings["api_url"] = json!(url);
+            }
+            XeroSettings::parse(Some(&settings), &ConnectorContext::default()).unwrap()
+        };
+        // The documented default has no path: no `//connections`.
+        for (api_url, root) in [
+            (None, "https://api.xero.com"),
+            (Some("https://api.xero.com"), "https://api.xero.com"),
+            (Some("https://api.xero.com/"), "https://api.xero.com"),
+            (
+                Some("https://gw.example.com/xero"),
+                "https://gw.example.com/xero",
+            ),
+            (
+                Some("https://gw.example.com/xero/"),
+                "https://gw.example.com/xero",
+            ),
+        ] {
+            let s = parse(api_url);
+            assert_eq!(
+                s.api("/connections").as_str(),
+                format!("{root}/connections"),
+                "{api_url:?}"
+            );
+            assert_eq!(
+                s.api("/api.xro/2.0/Contacts").as_str(),
+                format!("{root}/api.xro/2.0/Contacts"),
+                "{api_url:?}"
+            );
+        }
     }
 
     #[test]
