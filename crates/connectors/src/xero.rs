@@ -427,6 +427,11 @@ impl XeroConnector {
     }
 }
 
+/// The spec's `ifModifiedSince` is an RFC 3339 `date-time`, which needs an offset: UTC, `Z`.
+fn if_modified_since(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 fn date(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
 }
@@ -941,10 +946,7 @@ impl Connector for XeroConnector {
         }
         let mut extra = Vec::new();
         if incremental && let Some(since) = cursor.updated_since {
-            extra.extend(header(
-                "if-modified-since",
-                &since.format("%Y-%m-%dT%H:%M:%S").to_string(),
-            ));
+            extra.extend(header("if-modified-since", &if_modified_since(since)));
         }
         let reply = self
             .api(
@@ -1203,6 +1205,13 @@ mod tests {
         ));
         let archived = json!({"ContactID": "x", "ContactStatus": "ARCHIVED", "Name": "Gone"});
         assert!(parse_element(Entity::Customer, &archived).unwrap().deleted);
+    }
+
+    #[test]
+    fn if_modified_since_is_an_rfc_3339_date_time_in_utc() {
+        let t = Utc.with_ymd_and_hms(2026, 12, 1, 8, 55, 31).unwrap();
+        assert_eq!(if_modified_since(t), "2026-12-01T08:55:31Z");
+        assert!(DateTime::parse_from_rfc3339(&if_modified_since(t)).is_ok());
     }
 
     #[test]
