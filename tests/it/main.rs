@@ -17,3 +17,4 @@ mod quickbooks;
 mod sap_b1;
 mod vault;
 mod xero;
+mod xero_spec;
