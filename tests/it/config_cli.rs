@@ -57,3 +57,52 @@ fn a_typo_in_a_config_key_is_an_error_naming_it() {
     assert!(!out.status.success());
     assert!(stderr.contains("prefx"), "{stderr}");
 }
+
+#[test]
+fn values_that_would_crash_a_role_are_refused_by_config_show_naming_the_key() {
+    for (var, key) in [
+        (
+            "PASSERELLE__WORKER__LEASE_TTL_SECS",
+            "worker.lease_ttl_secs",
+        ),
+        (
+            "PASSERELLE__DATABASE__MAX_CONNECTIONS",
+            "database.max_connections",
+        ),
+    ] {
+        let (out, _, stderr) = run(passerelle("postgres://x@h/p")
+            .env(var, "0")
+            .args(["config", "show"]));
+        assert!(!out.status.success(), "{var}=0 accepted");
+        assert!(stderr.contains(key), "{stderr}");
+    }
+    let (out, stdout, stderr) = run(passerelle("postgres://x@h/p")
+        .env("PASSERELLE__AMQP__RETRY_DELAYS_SECS", "5")
+        .args(["--output", "json", "config", "show"]));
+    assert!(out.status.success(), "{stderr}");
+    let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(shown["amqp"]["retry_delays_secs"], serde_json::json!([5]));
+}
+
+#[tokio::test]
+async fn a_refused_setting_is_printed_once() {
+    let db = TestDb::migrated("cfgonce").await;
+    let tenant = db.tenant("t").await;
+    let (_, key) = vault_with("k1");
+    let (out, _, stderr) = run(passerelle(&db.url)
+        .env("PASSERELLE__VAULT__ACTIVE_KEY", "k1")
+        .env("PASSERELLE__VAULT__KEYS__K1", &key)
+        .args(["integrations", "create", "--tenant", &tenant.to_string()])
+        .args(["--name", "ERP", "--type", "custom_api"])
+        .args(["--settings", r#"{"api_url": "ftp://erp.example.com"}"#]));
+    assert!(!out.status.success());
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    let message = line.trim_start_matches("error:").trim();
+    // "X: X" was the symptom: the message must not repeat itself.
+    let (head, tail) = message.split_at(message.len() / 2);
+    assert_ne!(head.trim_end_matches([':', ' ']), tail.trim(), "{line}");
+    assert_eq!(stderr.matches("scheme").count(), 1, "{stderr}");
+}

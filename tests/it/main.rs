@@ -16,5 +16,6 @@ mod pipeline;
 mod quickbooks;
 mod sap_b1;
 mod vault;
+mod worker;
 mod xero;
 mod xero_spec;

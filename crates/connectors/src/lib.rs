@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::ConnectorError;
+pub use error::{ConnectorError, Disposition};
 pub use rate::{Permit, RateGate, RateKey, RateLimits};
 pub use urls::UrlPolicy;
 
@@ -109,17 +109,8 @@ pub struct Exported {
     pub metadata: Option<serde_json::Value>,
 }
 
-/// Where an incremental import stands; stored as JSON in `sync_cursors`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImportCursor {
-    /// Changes at or after this instant are fetched (inclusive, with overlap).
-    pub updated_since: Option<DateTime<Utc>>,
-    /// The ERP's page token within the current pass.
-    pub page: Option<String>,
-    /// The newest `updated_at` (ERP clock) seen in the current pass; the next pass starts
-    /// from it, so clock skew between us and the ERP cannot lose a change.
-    pub max_seen: Option<DateTime<Utc>>,
-}
+/// Where an incremental import stands (defined in core: the store saves it).
+pub use passerelle_core::cursor::ImportCursor;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImportPage {
@@ -192,8 +183,17 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Builds the connector for an integration. Settings are validated here: a typo or a secret in
-/// `settings` is a `Fatal` error that names the key.
+/// `settings` is a `Config` error that names the key.
 pub fn build(
+    integration_type: IntegrationType,
+    settings: Option<&serde_json::Value>,
+    credentials: Option<&Credentials>,
+    context: &ConnectorContext,
+) -> Result<Arc<dyn Connector>, ConnectorError> {
+    build_any(integration_type, settings, credentials, context).map_err(ConnectorError::into_config)
+}
+
+fn build_any(
     integration_type: IntegrationType,
     settings: Option<&serde_json::Value>,
     credentials: Option<&Credentials>,
@@ -232,8 +232,17 @@ pub fn build(
     }
 }
 
-/// Checks settings without credentials (at create and update time).
+/// Checks settings without credentials (at create and update time); a refusal is a `Config`
+/// error.
 pub fn validate_settings(
+    integration_type: IntegrationType,
+    settings: Option<&serde_json::Value>,
+    context: &ConnectorContext,
+) -> Result<(), ConnectorError> {
+    validate_any(integration_type, settings, context).map_err(ConnectorError::into_config)
+}
+
+fn validate_any(
     integration_type: IntegrationType,
     settings: Option<&serde_json::Value>,
     context: &ConnectorContext,
@@ -258,11 +267,7 @@ pub fn validate_settings(
 
 /// A short, stable digest (hex) of a text, for idempotency keys.
 pub(crate) fn short_hash(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(text.as_bytes())[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    passerelle_core::digest::short_sha256_hex(text.as_bytes())
 }
 
 /// Milliseconds since `start`, saturating.

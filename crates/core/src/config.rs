@@ -60,8 +60,36 @@ pub struct AmqpSettings {
     /// Deliveries of one message before RabbitMQ dead-letters it (`x-delivery-limit`): the
     /// backstop against a message that crashes every worker that takes it.
     pub delivery_limit: u32,
-    /// Delay tiers for job retries, in seconds: one TTL queue per tier and lane.
+    /// Delay tiers for job retries, in seconds: one TTL queue per tier and lane. From the
+    /// environment, a comma-separated list (`5,30,120`) or one number (`5`).
+    #[serde(deserialize_with = "one_or_many")]
     pub retry_delays_secs: Vec<u64>,
+}
+
+/// A list of seconds, or one number standing for a list of one (the environment gives a
+/// one-item list as a plain value).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<u64>),
+        One(u64),
+        Text(String),
+    }
+    match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::Many(list) => Ok(list),
+        OneOrMany::One(n) => Ok(vec![n]),
+        OneOrMany::Text(text) => text
+            .split(',')
+            .map(|part| {
+                part.trim().parse::<u64>().map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{text}` is not a comma-separated list of whole seconds"
+                    ))
+                })
+            })
+            .collect(),
+    }
 }
 
 impl Default for AmqpSettings {
@@ -139,6 +167,20 @@ pub struct WorkerSettings {
     pub max_attempts: u32,
 }
 
+impl WorkerSettings {
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_ttl_secs)
+    }
+
+    pub fn time_budget(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.time_budget_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
@@ -167,6 +209,24 @@ pub struct SchedulerSettings {
     pub abandon_running_after_secs: u64,
     /// A `queued` run not delivered to any worker for this long is failed likewise.
     pub abandon_queued_after_secs: u64,
+}
+
+impl SchedulerSettings {
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.interval_ms)
+    }
+
+    pub fn republish_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.republish_after_secs)
+    }
+
+    pub fn abandon_running_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.abandon_running_after_secs)
+    }
+
+    pub fn abandon_queued_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.abandon_queued_after_secs)
+    }
 }
 
 impl Default for SchedulerSettings {
@@ -252,18 +312,92 @@ impl Settings {
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
-            // Only these keys are lists (comma-separated); every other value stays one string,
-            // commas included (e.g. a log filter).
-            .list_separator(",")
-            .with_list_parse_key("amqp.retry_delays_secs")
+            // No value is split on commas here (a log filter has them); the one list key,
+            // `amqp.retry_delays_secs`, reads its comma-separated text itself.
             .source(env);
         builder = builder.add_source(environment);
         let built = builder
             .build()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        built
+        let settings = built
             .try_deserialize::<Settings>()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value's range, so a role never starts with one it would crash on or
+    /// silently clamp. The error names the key and its allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut at_least = |key: &str, value: u64, min: u64| {
+            if value < min {
+                problems.push(format!(
+                    "{key} = {value} is out of range: it must be at least {min}"
+                ));
+            }
+        };
+        at_least(
+            "database.max_connections",
+            self.database.max_connections.into(),
+            1,
+        );
+        at_least(
+            "database.acquire_timeout_secs",
+            self.database.acquire_timeout_secs,
+            1,
+        );
+        at_least("amqp.delivery_limit", self.amqp.delivery_limit.into(), 1);
+        at_least(
+            "sync.error_after_consecutive_failures",
+            self.sync.error_after_consecutive_failures.into(),
+            1,
+        );
+        at_least("worker.concurrency", self.worker.concurrency.into(), 1);
+        at_least("worker.chunk_size", self.worker.chunk_size.into(), 1);
+        // The heartbeat renews the lease every third of it.
+        at_least("worker.lease_ttl_secs", self.worker.lease_ttl_secs, 3);
+        at_least("worker.time_budget_secs", self.worker.time_budget_secs, 1);
+        at_least("worker.max_attempts", self.worker.max_attempts.into(), 1);
+        at_least("scheduler.interval_ms", self.scheduler.interval_ms, 10);
+        at_least("scheduler.batch_size", self.scheduler.batch_size.into(), 1);
+        at_least(
+            "scheduler.republish_after_secs",
+            self.scheduler.republish_after_secs,
+            1,
+        );
+        at_least(
+            "scheduler.abandon_running_after_secs",
+            self.scheduler.abandon_running_after_secs,
+            1,
+        );
+        at_least(
+            "scheduler.abandon_queued_after_secs",
+            self.scheduler.abandon_queued_after_secs,
+            1,
+        );
+        let tiers = &self.amqp.retry_delays_secs;
+        if tiers.is_empty() || tiers.contains(&0) || tiers.windows(2).any(|w| w[0] >= w[1]) {
+            problems.push(format!(
+                "amqp.retry_delays_secs = {tiers:?} is invalid: give one or more delays in whole seconds, at least 1, shortest first, each longer than the one before"
+            ));
+        }
+        let prefix = &self.amqp.prefix;
+        if prefix.is_empty()
+            || prefix.len() > 100
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            problems.push(format!(
+                "amqp.prefix = `{prefix}` is invalid: 1 to 100 characters of letters, digits, `.`, `-` and `_`"
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems.join("; ")))
+        }
     }
 
     /// The effective configuration as JSON with every secret redacted: passwords inside URLs
@@ -417,9 +551,74 @@ mod tests {
     }
 
     #[test]
-    fn the_example_file_documents_valid_keys() {
+    fn the_example_file_documents_every_key_with_its_default() {
         let example =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/passerelle.example.toml");
-        Settings::load_with_env(Some(&example), env(&[])).unwrap();
+        let documented = Settings::load_with_env(Some(&example), env(&[])).unwrap();
+        assert_eq!(documented.redacted(), Settings::default().redacted());
+        // Every key the defaults have is written out in the example (not only accepted).
+        let text = std::fs::read_to_string(&example).unwrap();
+        let defaults = Settings::default().redacted();
+        for (section, keys) in defaults.as_object().unwrap() {
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "[{section}] undocumented"
+            );
+            for key in keys.as_object().unwrap().keys() {
+                if section == "vault" && key == "keys" {
+                    continue;
+                }
+                assert!(
+                    text.contains(&format!("\n{key} = ")),
+                    "{section}.{key} undocumented"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_at_load_naming_the_key() {
+        for (var, value, key) in [
+            (
+                "PASSERELLE__WORKER__LEASE_TTL_SECS",
+                "0",
+                "worker.lease_ttl_secs",
+            ),
+            (
+                "PASSERELLE__DATABASE__MAX_CONNECTIONS",
+                "0",
+                "database.max_connections",
+            ),
+            ("PASSERELLE__WORKER__CHUNK_SIZE", "0", "worker.chunk_size"),
+            ("PASSERELLE__WORKER__CONCURRENCY", "0", "worker.concurrency"),
+            (
+                "PASSERELLE__SCHEDULER__INTERVAL_MS",
+                "0",
+                "scheduler.interval_ms",
+            ),
+            (
+                "PASSERELLE__AMQP__RETRY_DELAYS_SECS",
+                "30,5",
+                "amqp.retry_delays_secs",
+            ),
+            (
+                "PASSERELLE__AMQP__RETRY_DELAYS_SECS",
+                "0",
+                "amqp.retry_delays_secs",
+            ),
+            ("PASSERELLE__AMQP__PREFIX", "a b", "amqp.prefix"),
+        ] {
+            let err = Settings::load_with_env(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_one_item_list_from_the_environment_is_a_list() {
+        let s = Settings::load_with_env(None, env(&[("PASSERELLE__AMQP__RETRY_DELAYS_SECS", "5")]))
+            .unwrap();
+        assert_eq!(s.amqp.retry_delays_secs, vec![5]);
     }
 }

@@ -6,7 +6,10 @@
 
 pub mod clock;
 pub mod config;
+pub mod cursor;
+pub mod digest;
 pub mod domain;
+pub mod ids;
 pub mod job;
 pub mod platform;
 pub mod schedule;
@@ -14,3 +17,4 @@ pub mod vault;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::*;
+pub use ids::{InternalId, InternalIdError};

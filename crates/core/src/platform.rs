@@ -3,6 +3,7 @@
 //! connectors.
 
 use crate::domain::Entity;
+use crate::ids::InternalId;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -106,15 +107,23 @@ impl PlatformRecord {
         }
     }
 
-    /// The id the mappings and logs use: the row id, or `product_id:warehouse` for stock.
-    pub fn internal_id(&self) -> String {
+    /// The row this record is, as mappings and logs name it.
+    pub fn id(&self) -> InternalId {
         match self {
-            PlatformRecord::Product(r) => r.id.to_string(),
-            PlatformRecord::Customer(r) => r.id.to_string(),
-            PlatformRecord::Order(r) => r.id.to_string(),
-            PlatformRecord::Invoice(r) => r.id.to_string(),
-            PlatformRecord::Inventory(r) => format!("{}:{}", r.product_id, r.warehouse_code),
+            PlatformRecord::Product(r) => InternalId::Row(r.id),
+            PlatformRecord::Customer(r) => InternalId::Row(r.id),
+            PlatformRecord::Order(r) => InternalId::Row(r.id),
+            PlatformRecord::Invoice(r) => InternalId::Row(r.id),
+            PlatformRecord::Inventory(r) => InternalId::Stock {
+                product_id: r.product_id,
+                warehouse: r.warehouse_code.clone(),
+            },
         }
+    }
+
+    /// The text form of [`PlatformRecord::id`] stored in mappings and logs.
+    pub fn internal_id(&self) -> String {
+        self.id().to_string()
     }
 
     pub fn updated_at(&self) -> DateTime<Utc> {

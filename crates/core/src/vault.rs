@@ -197,6 +197,16 @@ impl KeyRing {
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)
     }
+
+    /// A one-way fingerprint of the key material held under `key_id` (SHA-256 of a
+    /// domain-separation label and the key), so workers can tell whether they hold the same
+    /// key under one id without ever revealing it. `None` when the ring lacks the id.
+    pub fn fingerprint(&self, key_id: &str) -> Option<String> {
+        let key = self.keys.get(key_id)?;
+        let mut input = b"passerelle-vault-key-fingerprint-v1:".to_vec();
+        input.extend_from_slice(key.as_slice());
+        Some(crate::digest::sha256_hex(&input))
+    }
 }
 
 fn validate_key_id(id: &str) -> Result<(), VaultError> {
@@ -376,6 +386,19 @@ mod tests {
         assert!(!sealed.ct.contains("s3cret"));
         let parsed = SealedCredentials::from_json(&sealed.to_json()).unwrap();
         assert_eq!(vault.open(OWNER, &parsed).unwrap(), creds());
+    }
+
+    #[test]
+    fn fingerprints_tell_key_material_apart_without_revealing_it() {
+        let (a, keys_a) = ring("k1", &["k1"]);
+        let (b, _) = ring("k1", &["k1"]);
+        let same = KeyRing::from_base64("k1", [("k1", keys_a[0].1.as_str())]).unwrap();
+        let fa = a.fingerprint("k1").unwrap();
+        assert_eq!(fa.len(), 64);
+        assert_eq!(Some(fa.clone()), same.fingerprint("k1"));
+        assert_ne!(Some(fa.clone()), b.fingerprint("k1"));
+        assert!(!fa.contains(&keys_a[0].1));
+        assert_eq!(a.fingerprint("k2"), None);
     }
 
     #[test]

@@ -188,8 +188,8 @@ pub struct SchedulerArgs {
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Jobs at once (default from [worker] concurrency).
-    #[arg(long)]
+    /// Jobs at once, 1 or more (default from [worker] concurrency).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,
 }
 

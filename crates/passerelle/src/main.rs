@@ -1,15 +1,7 @@
 //! The `passerelle` binary: one executable, a subcommand per role and admin task.
 
-mod app;
-mod cli;
-mod commands;
-mod output;
-mod scheduler;
-mod service;
-mod telemetry;
-mod worker;
-
 use clap::Parser;
+use passerelle::{cli, commands};
 use std::process::ExitCode;
 
 /// jemalloc returns freed pages to the OS a second after they fall idle (configured in

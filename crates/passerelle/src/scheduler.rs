@@ -8,7 +8,6 @@ use passerelle_core::config::Settings;
 use passerelle_core::job::TraceParent;
 use passerelle_queue::{Lane, Publisher};
 use passerelle_store::Store;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -30,7 +29,7 @@ pub async fn run(
     let broker = app::broker(&settings).await?;
     let publisher = broker.publisher().await?;
     info!(prefix = %settings.amqp.prefix, "scheduler started");
-    let interval = Duration::from_millis(settings.scheduler.interval_ms.max(10));
+    let interval = settings.scheduler.interval();
     let mut total = Tick::default();
     loop {
         match tick(&settings, &store, &publisher).await {
@@ -96,7 +95,7 @@ pub async fn tick(
     store: &Store,
     publisher: &Publisher,
 ) -> anyhow::Result<Tick> {
-    let batch = i64::from(settings.scheduler.batch_size.max(1));
+    let batch = i64::from(settings.scheduler.batch_size);
     let mut tick = Tick::default();
     // Several claim-and-publish loops at once: while one waits for the broker's confirms,
     // another claims in Postgres. SKIP LOCKED keeps their batches apart.
@@ -104,7 +103,7 @@ pub async fn tick(
     for enqueued in futures::future::join_all(loops).await {
         tick.enqueued += enqueued?;
     }
-    let older_than = Duration::from_secs(settings.scheduler.republish_after_secs);
+    let older_than = settings.scheduler.republish_after();
     let stale = store.claim_unpublished_runs(older_than, batch).await?;
     if !stale.is_empty() {
         let ids: Vec<uuid::Uuid> = stale.iter().map(|r| r.id).collect();
@@ -130,8 +129,8 @@ pub async fn tick(
     }
     let reaped = store
         .reap_stranded_runs(
-            Duration::from_secs(settings.scheduler.abandon_running_after_secs),
-            Duration::from_secs(settings.scheduler.abandon_queued_after_secs),
+            settings.scheduler.abandon_running_after(),
+            settings.scheduler.abandon_queued_after(),
             settings.sync.error_after_consecutive_failures,
         )
         .await?;

@@ -1,7 +1,7 @@
 //! The admin operations behind the CLI (and, later, the HTTP API): one place that validates
 //! input, talks to the store, the vault, the connectors and the broker.
 
-use passerelle_connectors::{ConnectionTest, ConnectorContext, ConnectorError};
+use passerelle_connectors::{ConnectionTest, ConnectorContext, ConnectorError, Disposition};
 use passerelle_core::job::TraceParent;
 use passerelle_core::vault::{Credentials, Vault};
 use passerelle_core::{Entity, IntegrationStatus, IntegrationType, SyncDirection, SyncFrequency};
@@ -14,7 +14,9 @@ pub enum ServiceError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    // Transparent: the connector's message is the whole message (`{0}` with `#[from]` made
+    // it the source too, so an error chain printed it twice).
+    #[error(transparent)]
     Connector(#[from] ConnectorError),
     #[error(
         "the run was created but could not be enqueued ({0}); the scheduler's outbox will publish it"
@@ -191,8 +193,10 @@ pub async fn test(
     id: i64,
 ) -> Result<(Integration, Result<ConnectionTest, String>), ServiceError> {
     let integration = store.integration(id).await?;
-    // The error, and whether it is the integration's fault (credentials or configuration)
-    // rather than a passing one (a timeout, a 5xx, a 429) that should not stop its schedule.
+    // The error, and whether it is the integration's fault rather than a passing one (a
+    // timeout, a 5xx, a 429) that should not stop its schedule. The disposition decides, as
+    // in the worker; a test exists to judge the configuration, so every error that retrying
+    // cannot mend fails it (the seed: a failed test sets `error`).
     let result: Result<ConnectionTest, (String, bool)> = async {
         let credentials = integration
             .open_credentials(vault)
@@ -213,11 +217,11 @@ pub async fn test(
             credentials.as_ref(),
             &ctx,
         )
-        .map_err(|e| (e.to_string(), true))?;
+        .map_err(|e| (e.to_string(), e.disposition() != Disposition::RetryLater))?;
         connector
             .test_connection()
             .await
-            .map_err(|e| (e.to_string(), !e.is_retryable()))
+            .map_err(|e| (e.to_string(), e.disposition() != Disposition::RetryLater))
     }
     .await;
     let status = match (&result, integration.status) {

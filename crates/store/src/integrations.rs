@@ -194,6 +194,10 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
         let sealed = seal(vault, id, new.tenant_id, new.credentials.as_ref())?;
+        if let (Some(vault), Some(_)) = (vault, &sealed) {
+            self.record_key_fingerprint(vault, vault.ring().active_key_id())
+                .await?;
+        }
         let row = sqlx::query_as::<_, Integration>(
             "INSERT INTO integrations (id, tenant_id, name, type, credentials, settings, sync_direction,
                  sync_products, sync_orders, sync_customers, sync_invoices, sync_inventory, sync_frequency)
@@ -289,6 +293,10 @@ impl Store {
         .await?
         .ok_or(StoreError::IntegrationNotFound { id })?;
         let sealed = seal(vault, id, current.tenant_id, patch.credentials.as_ref())?;
+        if let (Some(vault), Some(_)) = (vault, &sealed) {
+            self.record_key_fingerprint(vault, vault.ring().active_key_id())
+                .await?;
+        }
         let frequency = patch.sync_frequency.unwrap_or(current.sync_frequency);
         let status = patch.status.unwrap_or(current.status);
         let next_sync_at = if patch

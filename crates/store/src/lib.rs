@@ -6,6 +6,7 @@
 
 pub mod demo;
 pub mod integrations;
+pub mod keys;
 pub mod limiter;
 pub mod logs;
 pub mod mappings;
@@ -22,6 +23,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use integrations::{Integration, IntegrationPatch, NewIntegration, RecordedSync};
+pub use keys::CredentialFault;
 pub use logs::{IntegrationLog, LogFilter, NewLog};
 pub use mappings::{Mapping, MappingFilter};
 pub use migrate::{MIGRATOR, ensure_database, migrate};
@@ -50,6 +52,15 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "the saved {direction} cursor of integration {integration_id} for {entity} cannot be read ({reason}); the step stops rather than restart the whole pass. Inspect it with `SELECT cursor FROM sync_cursors WHERE integration_id = {integration_id} AND entity = '{entity}' AND direction = '{direction}'`; deleting that row restarts the pass from the beginning"
+    )]
+    CorruptCursor {
+        integration_id: i64,
+        entity: passerelle_core::Entity,
+        direction: passerelle_core::LogDirection,
+        reason: String,
+    },
     #[error(
         "the lease on integration {integration_id} was lost (it expired and another worker took the run over); this worker stopped without committing"
     )]

@@ -34,6 +34,8 @@ pub struct SyncRun {
     pub heartbeat_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub trace_id: Option<String>,
+    /// When a queued run handed back to the broker is due to come back (a retry's wait).
+    pub resume_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -392,23 +394,27 @@ impl Store {
     }
 
     /// Puts a run back to `queued` (a retry or a continuation is on its way through the
-    /// broker) and frees the lease.
+    /// broker) and frees the lease. `resume_at` is when a retry is due back (a delay tier, the
+    /// ERP's `Retry-After`, a quota's reset): until then plus its grace, the reaper leaves the
+    /// run alone; `None` for a continuation, which comes back at once.
     pub async fn requeue_run(
         &self,
         lease: &LeaseToken,
         attempt: u32,
         error: Option<&str>,
+        resume_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let requeued = sqlx::query(
             "UPDATE sync_runs SET status = 'queued', attempt = $2, error = COALESCE($3, error),
-                    lease_owner = NULL, lease_expires_at = NULL, published_at = now()
+                    lease_owner = NULL, lease_expires_at = NULL, published_at = now(), resume_at = $5
               WHERE id = $1 AND status = 'running' AND lease_owner = $4",
         )
         .bind(lease.run_id)
         .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
         .bind(error)
         .bind(&lease.owner)
+        .bind(resume_at)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -426,8 +432,10 @@ impl Store {
     /// Fails runs nobody is working on and nobody will: `running` with a lease expired for
     /// longer than `running_grace` (its worker died and its message was lost, e.g.
     /// dead-lettered by the broker's delivery limit), or `queued` with no publish or retry for
-    /// longer than `queued_grace`. Such runs would otherwise block the integration's schedule
-    /// for ever. Each counts as a failed sync. Returns the runs failed.
+    /// longer than `queued_grace` past the later of its last publish and the instant it was
+    /// due back (`resume_at`): a run waiting on purpose, for hours if a quota says so, is not
+    /// stranded. Such runs would otherwise block the integration's schedule for ever. Each
+    /// counts as a failed sync. Returns the runs failed.
     pub async fn reap_stranded_runs(
         &self,
         running_grace: Duration,
@@ -442,7 +450,8 @@ impl Store {
                         ELSE 'abandoned: queued but never delivered to a worker' END
               WHERE id IN (SELECT id FROM sync_runs
                             WHERE (status = 'running' AND lease_expires_at < now() - make_interval(secs => $1))
-                               OR (status = 'queued' AND COALESCE(published_at, queued_at) < now() - make_interval(secs => $2))
+                               OR (status = 'queued'
+                                   AND GREATEST(COALESCE(published_at, queued_at), resume_at) < now() - make_interval(secs => $2))
                             FOR UPDATE SKIP LOCKED)
               RETURNING *",
         )

@@ -10,36 +10,14 @@ use passerelle_core::platform::{
     CustomerRecord, ImportedData, ImportedRecord, InventoryRecord, InvoiceRecord, OrderLine,
     OrderRecord, PlatformRecord, ProductRecord,
 };
-use passerelle_core::{Entity, LogDirection, MappingEntityType};
+use passerelle_core::{Entity, InternalId, LogDirection, MappingEntityType};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Position after the last exported row, in `(updated_at, id[, warehouse])` order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RowPosition {
-    pub updated_at: DateTime<Utc>,
-    pub id: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warehouse: Option<String>,
-}
-
-/// Where an export pass stands; stored as JSON in `sync_cursors`.
-///
-/// A pass reads rows changed since `since` in `(updated_at, id)` order, saving `after` with
-/// every chunk. When it completes, the next pass starts at this pass's start minus an overlap,
-/// so a row written by a transaction that committed after we read past its timestamp is read
-/// again (and skipped if unchanged, by content hash).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportCursor {
-    pub since: Option<DateTime<Utc>>,
-    pub pass_started_at: Option<DateTime<Utc>>,
-    pub after: Option<RowPosition>,
-}
-
-/// Re-read window before the previous pass's start.
-pub const EXPORT_OVERLAP: chrono::Duration = chrono::Duration::minutes(5);
+pub use passerelle_core::cursor::{
+    EXPORT_OVERLAP, ExportCursor, ImportCursor, RowPosition, StepCursor,
+};
 
 /// A mapping as an export sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,14 +60,14 @@ pub struct ChunkCommit<'a> {
     pub lease: &'a LeaseToken,
     pub lease_ttl: Duration,
     pub entity: Entity,
-    pub direction: LogDirection,
     pub mappings: Vec<MappingWrite>,
     /// Mappings to remove (an imported tombstone).
     pub unmap_external: Vec<String>,
     /// Intents whose outcome is now known (created, or refused by the ERP).
     pub resolved_intents: Vec<String>,
     pub logs: Vec<NewLog>,
-    pub cursor: serde_json::Value,
+    /// Where the step stands after this chunk (its variant is the step's direction).
+    pub cursor: StepCursor,
     pub synced: i32,
     pub skipped: i32,
     pub failed: i32,
@@ -132,20 +110,51 @@ struct LineRow {
 }
 
 impl Store {
-    pub async fn cursor(
+    /// The saved position of an integration's export of `entity`; the start of a first pass
+    /// when none is saved. A cursor that does not read is an error naming it: restarting the
+    /// pass silently would re-send every record.
+    pub async fn export_cursor(
+        &self,
+        integration_id: i64,
+        entity: Entity,
+    ) -> Result<ExportCursor, StoreError> {
+        self.typed_cursor(integration_id, entity, LogDirection::Export)
+            .await
+    }
+
+    /// The saved position of an integration's import of `entity` (see [`Store::export_cursor`]).
+    pub async fn import_cursor(
+        &self,
+        integration_id: i64,
+        entity: Entity,
+    ) -> Result<ImportCursor, StoreError> {
+        self.typed_cursor(integration_id, entity, LogDirection::Import)
+            .await
+    }
+
+    async fn typed_cursor<C: serde::de::DeserializeOwned + Default>(
         &self,
         integration_id: i64,
         entity: Entity,
         direction: LogDirection,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
-        Ok(sqlx::query_scalar(
+    ) -> Result<C, StoreError> {
+        let raw: Option<serde_json::Value> = sqlx::query_scalar(
             "SELECT cursor FROM sync_cursors WHERE integration_id = $1 AND entity = $2 AND direction = $3",
         )
         .bind(integration_id)
         .bind(entity)
         .bind(direction)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        match raw {
+            None => Ok(C::default()),
+            Some(value) => serde_json::from_value(value).map_err(|e| StoreError::CorruptCursor {
+                integration_id,
+                entity,
+                direction,
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// The database's clock, which passes are timed with.
@@ -510,8 +519,8 @@ impl ChunkTx<'_> {
         )
         .bind(integration_id)
         .bind(chunk.entity)
-        .bind(chunk.direction)
-        .bind(&chunk.cursor)
+        .bind(chunk.cursor.direction())
+        .bind(chunk.cursor.to_json())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -544,118 +553,161 @@ impl ChunkTx<'_> {
         let mut out = Vec::with_capacity(records.len());
         for record in records {
             let existing = known.get(&record.external_id).map(|(internal, _)| internal);
-            if record.deleted {
-                let result = match (entity, existing) {
-                    (_, None) => Ok(None),
-                    (Entity::Product, Some(internal)) => {
-                        let id: i64 = internal.parse().unwrap_or(-1);
-                        sqlx::query("UPDATE platform.products SET active = false WHERE tenant_id = $1 AND id = $2")
-                            .bind(tenant_id)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
-                        Ok(Some(internal.clone()))
-                    }
-                    (Entity::Inventory, Some(internal)) => {
-                        if let Some((product, warehouse)) = internal.split_once(':') {
-                            sqlx::query("DELETE FROM platform.inventory WHERE tenant_id = $1 AND product_id = $2 AND warehouse_code = $3")
-                                .bind(tenant_id)
-                                .bind(product.parse::<i64>().unwrap_or(-1))
-                                .bind(warehouse)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        Ok(Some(internal.clone()))
-                    }
-                    (_, Some(internal)) => Ok(Some(internal.clone())),
-                };
-                out.push(result);
-                continue;
-            }
-            let Some(data) = &record.data else {
-                out.push(Err("record without data".into()));
-                continue;
-            };
-            let result = match data {
-                ImportedData::Product {
-                    sku,
-                    name,
-                    description,
-                    price,
-                    currency,
-                    active,
-                } => {
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO platform.products (tenant_id, sku, name, description, price, currency, active)
-                         VALUES ($1, $2, $3, $4, $5, COALESCE($6, 'EUR'), $7)
-                         ON CONFLICT (tenant_id, sku) DO UPDATE SET name = EXCLUDED.name,
-                             description = EXCLUDED.description, price = EXCLUDED.price,
-                             currency = COALESCE($6, platform.products.currency), active = EXCLUDED.active
-                         RETURNING id",
-                    )
-                    .bind(tenant_id).bind(sku).bind(name).bind(description).bind(price)
-                    .bind(currency.as_deref().map(|c| c.chars().take(3).collect::<String>()))
-                    .bind(active)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    Ok(Some(id.to_string()))
+            let result = if record.deleted {
+                match existing {
+                    None => Ok(None),
+                    Some(internal) => apply_tombstone(tx, tenant_id, entity, internal).await?,
                 }
-                ImportedData::Customer {
-                    email,
-                    name,
-                    company_name,
-                    phone,
-                    vat_number,
-                } => {
-                    if !email.contains('@') {
-                        out.push(Err(format!("`{email}` is not an email address")));
-                        continue;
-                    }
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO platform.customers (tenant_id, email, name, company_name, phone, vat_number)
-                         VALUES ($1, $2, $3, $4, $5, $6)
-                         ON CONFLICT (tenant_id, (lower(email))) DO UPDATE SET name = EXCLUDED.name,
-                             company_name = EXCLUDED.company_name, phone = EXCLUDED.phone,
-                             vat_number = EXCLUDED.vat_number
-                         RETURNING id",
-                    )
-                    .bind(tenant_id).bind(email).bind(name).bind(company_name).bind(phone).bind(vat_number)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    Ok(Some(id.to_string()))
-                }
-                ImportedData::Inventory {
-                    sku,
-                    warehouse_code,
-                    quantity,
-                } => {
-                    let product: Option<i64> = sqlx::query_scalar(
-                        "SELECT id FROM platform.products WHERE tenant_id = $1 AND sku = $2",
-                    )
-                    .bind(tenant_id)
-                    .bind(sku)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    match product {
-                        None => Err(format!(
-                            "no product with SKU `{sku}` on the platform; import or create it first"
-                        )),
-                        Some(product_id) => {
-                            sqlx::query(
-                                "INSERT INTO platform.inventory (tenant_id, product_id, warehouse_code, quantity)
-                                 VALUES ($1, $2, $3, $4)
-                                 ON CONFLICT (product_id, warehouse_code) DO UPDATE SET quantity = EXCLUDED.quantity",
-                            )
-                            .bind(tenant_id).bind(product_id).bind(warehouse_code).bind(quantity)
-                            .execute(&mut *tx)
-                            .await?;
-                            Ok(Some(format!("{product_id}:{warehouse_code}")))
-                        }
-                    }
+            } else {
+                match &record.data {
+                    None => Err("record without data".into()),
+                    Some(data) => apply_upsert(tx, tenant_id, data).await?,
                 }
             };
             out.push(result);
         }
         Ok(out)
     }
+}
+
+/// What applying one imported record gave: the internal id it landed on (`None`: nothing to
+/// do), or why it was refused (logged as failed; the rest of the page goes on).
+type Applied = Result<Option<String>, String>;
+
+/// Deactivates a product or removes a stock row deleted at the ERP. The mapping's internal id
+/// is parsed first: a malformed one is refused with the reason, never applied to no row.
+async fn apply_tombstone(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: i64,
+    entity: Entity,
+    internal: &str,
+) -> Result<Applied, StoreError> {
+    let id = match InternalId::parse(entity, internal) {
+        Ok(id) => id,
+        Err(e) => {
+            return Ok(Err(format!(
+                "the mapping of this record is corrupt ({e}); the deletion was not applied"
+            )));
+        }
+    };
+    // A row already gone is a deletion achieved: nothing to report.
+    match (entity, &id) {
+        (Entity::Product, InternalId::Row(product)) => {
+            sqlx::query(
+                "UPDATE platform.products SET active = false WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant_id)
+            .bind(product)
+            .execute(&mut *tx)
+            .await?;
+        }
+        (
+            Entity::Inventory,
+            InternalId::Stock {
+                product_id,
+                warehouse,
+            },
+        ) => {
+            sqlx::query(
+                "DELETE FROM platform.inventory WHERE tenant_id = $1 AND product_id = $2 AND warehouse_code = $3",
+            )
+            .bind(tenant_id)
+            .bind(product_id)
+            .bind(warehouse)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Customers are kept (orders refer to them): the mapping goes, the row stays.
+        _ => {}
+    }
+    Ok(Ok(Some(id.to_string())))
+}
+
+/// Inserts or updates the platform row an ERP record stands for.
+async fn apply_upsert(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: i64,
+    data: &ImportedData,
+) -> Result<Applied, StoreError> {
+    Ok(match data {
+        ImportedData::Product {
+            sku,
+            name,
+            description,
+            price,
+            currency,
+            active,
+        } => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO platform.products (tenant_id, sku, name, description, price, currency, active)
+                 VALUES ($1, $2, $3, $4, $5, COALESCE($6, 'EUR'), $7)
+                 ON CONFLICT (tenant_id, sku) DO UPDATE SET name = EXCLUDED.name,
+                     description = EXCLUDED.description, price = EXCLUDED.price,
+                     currency = COALESCE($6, platform.products.currency), active = EXCLUDED.active
+                 RETURNING id",
+            )
+            .bind(tenant_id).bind(sku).bind(name).bind(description).bind(price)
+            .bind(currency.as_deref().map(|c| c.chars().take(3).collect::<String>()))
+            .bind(active)
+            .fetch_one(&mut *tx)
+            .await?;
+            Ok(Some(InternalId::Row(id).to_string()))
+        }
+        ImportedData::Customer {
+            email,
+            name,
+            company_name,
+            phone,
+            vat_number,
+        } => {
+            if !email.contains('@') {
+                return Ok(Err(format!("`{email}` is not an email address")));
+            }
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO platform.customers (tenant_id, email, name, company_name, phone, vat_number)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (tenant_id, (lower(email))) DO UPDATE SET name = EXCLUDED.name,
+                     company_name = EXCLUDED.company_name, phone = EXCLUDED.phone,
+                     vat_number = EXCLUDED.vat_number
+                 RETURNING id",
+            )
+            .bind(tenant_id).bind(email).bind(name).bind(company_name).bind(phone).bind(vat_number)
+            .fetch_one(&mut *tx)
+            .await?;
+            Ok(Some(InternalId::Row(id).to_string()))
+        }
+        ImportedData::Inventory {
+            sku,
+            warehouse_code,
+            quantity,
+        } => {
+            let product: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM platform.products WHERE tenant_id = $1 AND sku = $2",
+            )
+            .bind(tenant_id)
+            .bind(sku)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(product_id) = product else {
+                return Ok(Err(format!(
+                    "no product with SKU `{sku}` on the platform; import or create it first"
+                )));
+            };
+            sqlx::query(
+                "INSERT INTO platform.inventory (tenant_id, product_id, warehouse_code, quantity)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (product_id, warehouse_code) DO UPDATE SET quantity = EXCLUDED.quantity",
+            )
+            .bind(tenant_id).bind(product_id).bind(warehouse_code).bind(quantity)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Some(
+                InternalId::Stock {
+                    product_id,
+                    warehouse: warehouse_code.clone(),
+                }
+                .to_string(),
+            ))
+        }
+    })
 }

@@ -4,14 +4,11 @@
 
 use super::export::content_hash;
 use super::job::{StepContext, StepEnd};
-use passerelle_connectors::{ConnectorError, ImportCursor};
+use passerelle_core::cursor::{IMPORT_OVERLAP, StepCursor};
 use passerelle_core::{Entity, LogAction, LogDirection, LogStatus};
 use passerelle_store::sync::{ChunkCommit, MappingWrite};
 use passerelle_store::{NewLog, StoreError};
 use std::collections::HashMap;
-
-/// Re-read window before the newest change seen, against clock skew and late writes at the ERP.
-const IMPORT_OVERLAP: chrono::Duration = chrono::Duration::seconds(60);
 
 pub(super) async fn run_step(
     step: &StepContext<'_>,
@@ -19,11 +16,7 @@ pub(super) async fn run_step(
 ) -> Result<StepEnd, StoreError> {
     let store = &step.ctx.store;
     let integration = step.integration;
-    let mut cursor: ImportCursor = store
-        .cursor(integration.id, entity, LogDirection::Import)
-        .await?
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
+    let mut cursor = store.import_cursor(integration.id, entity).await?;
     let log = |external_id: Option<String>, action: LogAction| NewLog {
         integration_id: integration.id,
         tenant_id: integration.tenant_id,
@@ -41,14 +34,7 @@ pub(super) async fn run_step(
     loop {
         let page = match step.connector.import_page(entity, &cursor).await {
             Ok(page) => page,
-            Err(e) if e.is_retryable() => return Ok(StepEnd::Retry { error: e }),
-            Err(e) => {
-                let auth = matches!(e, ConnectorError::Auth { .. });
-                return Ok(StepEnd::Fail {
-                    error: e.to_string(),
-                    auth,
-                });
-            }
+            Err(e) => return Ok(StepEnd::from_error(e)),
         };
         let mut logs = Vec::new();
         let (mut synced, mut skipped, mut failed) = (0, 0, 0);
@@ -152,17 +138,16 @@ pub(super) async fn run_step(
             lease: step.lease,
             lease_ttl: step.lease_ttl(),
             entity,
-            direction: LogDirection::Import,
             mappings,
             unmap_external: unmap,
             resolved_intents: Vec::new(),
             logs,
-            cursor: serde_json::to_value(&cursor).unwrap_or_default(),
+            cursor: StepCursor::Import(cursor.clone()),
             synced,
             skipped,
             failed,
         };
-        chunk_tx.commit(chunk, chrono::Utc::now()).await?;
+        chunk_tx.commit(chunk, step.ctx.clock.now()).await?;
         if done {
             return Ok(StepEnd::Complete);
         }

@@ -1,14 +1,19 @@
 //! One job, from taking the lease to the outcome the caller turns into an ack.
 
 use super::{export, import};
-use passerelle_connectors::{Connector, ConnectorContext, ConnectorError};
+use futures::FutureExt;
+use passerelle_connectors::{Connector, ConnectorContext, ConnectorError, Disposition};
+use passerelle_core::Clock;
 use passerelle_core::config::Settings;
 use passerelle_core::job::{Continuation, Step, SyncJob, TraceParent};
 use passerelle_core::vault::Vault;
+use passerelle_core::vault::{Credentials, SealedCredentials};
 use passerelle_core::{Entity, LogDirection, RunStatus};
 use passerelle_queue::Publisher;
-use passerelle_store::{BeginOutcome, Integration, LeaseToken, Store, StoreError};
-use std::sync::Arc;
+use passerelle_store::{BeginOutcome, CredentialFault, Integration, LeaseToken, Store, StoreError};
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -25,6 +30,45 @@ pub struct JobContext {
     pub settings: Settings,
     /// Cancelled at shutdown: jobs stop at the next chunk boundary and yield.
     pub stop: CancellationToken,
+    /// Where "now" comes from for every decision the worker makes itself (leases use the
+    /// database's clock, which every worker shares).
+    pub clock: Arc<dyn Clock>,
+    /// Builds the connector of an integration: the ERP connectors in production; a test may
+    /// hand in its own to prove how the worker treats a misbehaving one.
+    pub factory: Arc<dyn ConnectorFactory>,
+    /// Vault key ids whose fingerprint this process has recorded (see
+    /// `passerelle_store::keys`): recorded once per process, not once per job.
+    pub recorded_keys: Mutex<HashSet<String>>,
+}
+
+/// Builds an integration's connector from its type, settings and opened credentials.
+pub trait ConnectorFactory: Send + Sync {
+    fn build(
+        &self,
+        integration: &Integration,
+        credentials: Option<&Credentials>,
+        context: &ConnectorContext,
+    ) -> Result<Arc<dyn Connector>, ConnectorError>;
+}
+
+/// The connectors of `passerelle_connectors`, chosen by the integration's type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErpConnectors;
+
+impl ConnectorFactory for ErpConnectors {
+    fn build(
+        &self,
+        integration: &Integration,
+        credentials: Option<&Credentials>,
+        context: &ConnectorContext,
+    ) -> Result<Arc<dyn Connector>, ConnectorError> {
+        passerelle_connectors::build(
+            integration.integration_type,
+            integration.settings.as_ref(),
+            credentials,
+            context,
+        )
+    }
 }
 
 /// What to do with the message once the job returns.
@@ -53,8 +97,27 @@ pub(super) enum StepEnd {
     },
     Fail {
         error: String,
-        auth: bool,
+        /// Set the integration to `error` as well (it cannot work until an admin acts).
+        flag: bool,
     },
+}
+
+impl StepEnd {
+    /// The end of a step stopped by a run-ending connector error.
+    pub fn failed(error: &ConnectorError) -> Self {
+        StepEnd::Fail {
+            error: error.to_string(),
+            flag: error.disposition() == Disposition::FailRunAndFlag,
+        }
+    }
+
+    /// The end of a step stopped by a connector error, whatever its class.
+    pub fn from_error(error: ConnectorError) -> Self {
+        match error.disposition() {
+            Disposition::RetryLater => StepEnd::Retry { error },
+            _ => StepEnd::failed(&error),
+        }
+    }
 }
 
 /// Everything a step needs.
@@ -68,11 +131,11 @@ pub(super) struct StepContext<'a> {
 
 impl StepContext<'_> {
     pub fn lease_ttl(&self) -> Duration {
-        Duration::from_secs(self.ctx.settings.worker.lease_ttl_secs)
+        self.ctx.settings.worker.lease_ttl()
     }
 
     pub fn chunk_size(&self) -> i64 {
-        i64::from(self.ctx.settings.worker.chunk_size.max(1))
+        i64::from(self.ctx.settings.worker.chunk_size)
     }
 
     /// Whether to stop at this chunk boundary.
@@ -82,7 +145,7 @@ impl StepContext<'_> {
 }
 
 pub async fn run_job(ctx: &JobContext, job: &SyncJob, trace: &TraceParent) -> JobOutcome {
-    let ttl = Duration::from_secs(ctx.settings.worker.lease_ttl_secs);
+    let ttl = ctx.settings.worker.lease_ttl();
     let owner = format!(
         "{}/{}",
         ctx.owner,
@@ -155,11 +218,45 @@ pub async fn run_job(ctx: &JobContext, job: &SyncJob, trace: &TraceParent) -> Jo
         // Biased: when the steps have finished (and released the lease themselves), their
         // outcome wins over a heartbeat that just found the lease gone.
         biased;
-        outcome = run_steps(ctx, job, &integration, &lease) => outcome,
+        outcome = AssertUnwindSafe(run_steps(ctx, job, &integration, &lease)).catch_unwind() => match outcome {
+            Ok(outcome) => outcome,
+            Err(panic) => panicked(ctx, job, &lease, panic).await,
+        },
         _ = lost.cancelled() => lease_lost(job, ttl),
     };
     heartbeat.abort();
     outcome
+}
+
+/// The text of a panic's payload, for the run's error (bounded: a payload is not a place
+/// for data, and we never put secrets in panic messages).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    let mut end = text.len().min(300);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// A bug stopped the job mid-run. The attempt counts as failed: the run goes back to
+/// `queued` with the panic as its error and the job to the retry tier (failed and
+/// dead-lettered once attempts are used up), so its delivery is settled and its slot freed.
+async fn panicked(
+    ctx: &JobContext,
+    job: &SyncJob,
+    lease: &LeaseToken,
+    panic: Box<dyn std::any::Any + Send>,
+) -> JobOutcome {
+    let message = panic_message(panic.as_ref());
+    error!(panic = %message, "the job panicked; the run is retried as a failed attempt");
+    let continuation = job.continuation.clone().unwrap_or_default();
+    let error = ConnectorError::transient(format!("the worker panicked: {message}"));
+    retry_later(ctx, job, lease, &continuation, error).await
 }
 
 async fn run_steps(
@@ -169,22 +266,15 @@ async fn run_steps(
     lease: &LeaseToken,
 ) -> JobOutcome {
     let fail =
-        |message: String, auth: bool| finish(ctx, lease, RunStatus::Failed, Some(message), auth);
-    let credentials = match integration.open_credentials(&ctx.vault) {
+        |message: String, flag: bool| finish(ctx, lease, RunStatus::Failed, Some(message), flag);
+    let credentials = match open_credentials(ctx, integration).await {
         Ok(c) => c,
-        // A key this worker lacks (a rotation rolling out): another worker may have it, so
-        // this is retried rather than blamed on the integration.
-        Err(
-            e @ StoreError::Vault {
-                source: passerelle_core::vault::VaultError::MissingKey { .. },
-                ..
-            },
-        ) => {
+        Err(Unopened::Retry(error)) => {
             let continuation = job.continuation.clone().unwrap_or_default();
-            let error = ConnectorError::transient(e.to_string());
             return retry_later(ctx, job, lease, &continuation, error).await;
         }
-        Err(e) => return fail(format!("cannot open the credentials: {e}"), true).await,
+        Err(Unopened::Blame(message)) => return fail(message, true).await,
+        Err(Unopened::Store(e)) => return infrastructure_retry_started(ctx, job, lease, &e).await,
     };
     // Rotated credentials are stored under this run's lease.
     let connector_ctx = passerelle_connectors::ConnectorContext {
@@ -198,20 +288,18 @@ async fn run_steps(
         )),
         ..ctx.connectors.clone()
     };
-    let connector = match passerelle_connectors::build(
-        integration.integration_type,
-        integration.settings.as_ref(),
-        credentials.as_ref(),
-        &connector_ctx,
-    ) {
+    let connector = match ctx
+        .factory
+        .build(integration, credentials.as_ref(), &connector_ctx)
+    {
         Ok(c) => c,
         Err(e) => {
-            let auth = matches!(e, ConnectorError::Auth { .. });
-            return fail(e.to_string(), auth).await;
+            let flag = e.disposition() == Disposition::FailRunAndFlag;
+            return fail(e.to_string(), flag).await;
         }
     };
     let steps = plan(job, integration, connector.as_ref());
-    let deadline = Instant::now() + Duration::from_secs(ctx.settings.worker.time_budget_secs);
+    let deadline = Instant::now() + ctx.settings.worker.time_budget();
     let mut continuation = job.continuation.clone().unwrap_or_default();
     let step_ctx = StepContext {
         ctx,
@@ -231,8 +319,10 @@ async fn run_steps(
         let end = match end {
             Ok(end) => end,
             Err(StoreError::LeaseLost { .. }) => {
-                return lease_lost(job, Duration::from_secs(ctx.settings.worker.lease_ttl_secs));
+                return lease_lost(job, ctx.settings.worker.lease_ttl());
             }
+            // Retrying cannot mend a cursor: the run fails with the message saying how to.
+            Err(e @ StoreError::CorruptCursor { .. }) => return fail(e.to_string(), false).await,
             Err(e) => return infrastructure_retry_started(ctx, job, lease, &e).await,
         };
         match end {
@@ -241,26 +331,23 @@ async fn run_steps(
                 continuation.segment += 1;
                 let mut next = job.clone();
                 next.continuation = Some(continuation);
-                match ctx.store.requeue_run(lease, job.attempt, None).await {
+                match ctx.store.requeue_run(lease, job.attempt, None, None).await {
                     Ok(()) => {}
                     Err(StoreError::LeaseLost { .. }) => {
-                        return lease_lost(
-                            job,
-                            Duration::from_secs(ctx.settings.worker.lease_ttl_secs),
-                        );
+                        return lease_lost(job, ctx.settings.worker.lease_ttl());
                     }
                     Err(e) => return infrastructure_retry(ctx, job, &e).await,
                 }
                 info!(
                     segment = next.continuation.as_ref().map_or(0, |c| c.segment),
-                    "run yielded; continuation published"
+                    "run yielded; its continuation goes back to the queue"
                 );
                 return JobOutcome::Continue { job: next };
             }
             StepEnd::Retry { error } => {
                 return retry_later(ctx, job, lease, &continuation, error).await;
             }
-            StepEnd::Fail { error, auth } => return fail(error, auth).await,
+            StepEnd::Fail { error, flag } => return fail(error, flag).await,
         }
     }
     let status = match ctx.store.run(lease.run_id).await {
@@ -276,6 +363,72 @@ async fn run_steps(
         _ => None,
     };
     finish(ctx, lease, status, summary, false).await
+}
+
+/// Why an integration's credentials did not open, and what to do about it.
+enum Unopened {
+    /// This worker's fault (a key it lacks, other material under the key's id): another
+    /// worker may open them.
+    Retry(ConnectorError),
+    /// The stored ciphertext is proven bad: the integration needs new credentials.
+    Blame(String),
+    Store(StoreError),
+}
+
+/// Opens the integration's credentials, recording this process's key fingerprint the first
+/// time a key works, and judging a failure against the fleet's record of that key.
+async fn open_credentials(
+    ctx: &JobContext,
+    integration: &Integration,
+) -> Result<Option<Credentials>, Unopened> {
+    let source = match integration.open_credentials(&ctx.vault) {
+        Ok(credentials) => {
+            if let Some(kid) = integration
+                .credentials
+                .as_ref()
+                .and_then(|raw| SealedCredentials::from_json(raw).ok())
+                .map(|sealed| sealed.kid)
+            {
+                note_key_works(ctx, &kid).await;
+            }
+            return Ok(credentials);
+        }
+        Err(StoreError::Vault { source, .. }) => source,
+        Err(e) => return Err(Unopened::Store(e)),
+    };
+    match ctx.store.credential_fault(&ctx.vault, &source).await {
+        Ok(CredentialFault::Integration) => Err(Unopened::Blame(format!(
+            "cannot open the credentials: {source}; store them again (`passerelle integrations update {} --credentials ...`)",
+            integration.id
+        ))),
+        Ok(CredentialFault::ThisWorker) => {
+            error!(
+                alert = "vault_key_mismatch",
+                worker = %ctx.owner,
+                error = %source,
+                "this worker cannot open credentials other workers can; check its [vault] keys. The run is retried, possibly elsewhere"
+            );
+            Err(Unopened::Retry(ConnectorError::transient(format!(
+                "this worker cannot open the credentials ({source}); retried on another worker"
+            ))))
+        }
+        Err(e) => Err(Unopened::Store(e)),
+    }
+}
+
+/// Records, once per process, that this worker's material under `kid` opens real credentials.
+async fn note_key_works(ctx: &JobContext, kid: &str) {
+    let first = ctx
+        .recorded_keys
+        .lock()
+        .map(|mut keys| keys.insert(kid.to_owned()))
+        .unwrap_or(false);
+    if first && let Err(e) = ctx.store.record_key_fingerprint(&ctx.vault, kid).await {
+        warn!(error = %e, key_id = kid, "cannot record the vault key's fingerprint; will try on a later job");
+        if let Ok(mut keys) = ctx.recorded_keys.lock() {
+            keys.remove(kid);
+        }
+    }
 }
 
 /// The (entity, direction) steps of a run: the requested (or enabled) entities, in both
@@ -317,12 +470,12 @@ async fn finish(
     lease: &LeaseToken,
     status: RunStatus,
     error: Option<String>,
-    auth: bool,
+    flag: bool,
 ) -> JobOutcome {
     let threshold = ctx.settings.sync.error_after_consecutive_failures;
     match ctx
         .store
-        .finish_run(lease, status, error.as_deref(), threshold, auth)
+        .finish_run(lease, status, error.as_deref(), threshold, flag)
         .await
     {
         Ok(recorded) => {
@@ -395,17 +548,23 @@ async fn retry_later(
         }
         return JobOutcome::DeadLetter { reason };
     }
-    match ctx.store.requeue_run(lease, attempt, Some(&message)).await {
+    let delay = retry_delay(ctx, attempt.max(1), error.retry_after());
+    let resume_at =
+        ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    match ctx
+        .store
+        .requeue_run(lease, attempt, Some(&message), Some(resume_at))
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::LeaseLost { .. }) => {
-            return lease_lost(job, Duration::from_secs(ctx.settings.worker.lease_ttl_secs));
+            return lease_lost(job, ctx.settings.worker.lease_ttl());
         }
         Err(e) => return infrastructure_retry(ctx, job, &e).await,
     }
     let mut next = job.clone();
     next.attempt = attempt;
     next.continuation = Some(continuation.clone()).filter(|c| !c.completed.is_empty());
-    let delay = retry_delay(ctx, attempt.max(1), error.retry_after());
     let longest = Duration::from_secs(
         ctx.settings
             .amqp
@@ -415,8 +574,7 @@ async fn retry_later(
             .max()
             .unwrap_or(5),
     );
-    next.not_before = (delay > longest)
-        .then(|| chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+    next.not_before = (delay > longest).then_some(resume_at);
     warn!(error = %message, attempt, "run will be retried");
     JobOutcome::Retry { job: next, delay }
 }
@@ -447,7 +605,7 @@ async fn infrastructure_retry_started(
     // Best effort: free the lease so the retry is not blocked until it expires.
     let _ = ctx
         .store
-        .requeue_run(lease, job.attempt + 1, Some(&e.to_string()))
+        .requeue_run(lease, job.attempt + 1, Some(&e.to_string()), None)
         .await;
     infrastructure_retry(ctx, job, e).await
 }

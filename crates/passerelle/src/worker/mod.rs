@@ -13,16 +13,17 @@ pub mod gate;
 mod import;
 mod job;
 
-pub use job::{JobContext, JobOutcome, run_job};
+pub use job::{ConnectorFactory, ErpConnectors, JobContext, JobOutcome, panic_message, run_job};
 
 use crate::app;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use passerelle_core::config::Settings;
 use passerelle_core::job::{JobMessage, TraceParent};
 use passerelle_queue::{
     BasicAckOptions, BasicNackOptions, Broker, Delivery, Lane, Outgoing, Publisher,
     TRACEPARENT_HEADER, header,
 };
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -42,7 +43,6 @@ pub async fn run(
     let broker = app::broker(&settings).await?;
     let publisher = broker.publisher().await?;
     let identity = app::process_identity("worker");
-    let concurrency = concurrency.max(1);
     let ctx = Arc::new(JobContext {
         store: store.clone(),
         vault,
@@ -57,6 +57,9 @@ pub async fn run(
         owner: identity.clone(),
         settings: settings.clone(),
         stop: shutdown.child_token(),
+        clock: Arc::new(passerelle_core::SystemClock),
+        factory: Arc::new(job::ErpConnectors),
+        recorded_keys: Default::default(),
     });
     info!(worker = %identity, concurrency, prefix = %settings.amqp.prefix, "worker started");
 
@@ -108,7 +111,7 @@ pub async fn run(
     info!("worker stopping: no new jobs; waiting for running jobs to reach a safe point");
     ctx.stop.cancel();
     tracker.close();
-    let grace = Duration::from_secs(settings.worker.shutdown_grace_secs);
+    let grace = settings.worker.shutdown_grace();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!(
             grace_secs = grace.as_secs(),
@@ -169,7 +172,31 @@ pub async fn handle_delivery(ctx: &JobContext, lane: Lane, delivery: Delivery) {
     }
     let span = info_span!("sync_job", run_id = %job.run_id, integration_id = job.integration_id,
         attempt = job.attempt, lane = lane.as_str(), trace_id = %trace.trace_id);
-    let outcome = run_job(ctx, &job, &trace).instrument(span.clone()).await;
+    // `run_job` catches a panic of the steps itself (it holds the lease); this catches one
+    // before or after them, so no delivery is ever left unsettled holding a prefetch slot.
+    let outcome = match AssertUnwindSafe(run_job(ctx, &job, &trace).instrument(span.clone()))
+        .catch_unwind()
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            error!(parent: &span, panic = %message, "the job panicked outside its steps; retrying it");
+            let mut next = job.clone();
+            next.attempt += 1;
+            JobOutcome::Retry {
+                delay: Duration::from_secs(
+                    ctx.settings
+                        .amqp
+                        .retry_delays_secs
+                        .first()
+                        .copied()
+                        .unwrap_or(5),
+                ),
+                job: next,
+            }
+        }
+    };
     let _enter = span.enter();
     let published = match &outcome {
         JobOutcome::Done => true,

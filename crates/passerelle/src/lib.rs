@@ -1,0 +1,12 @@
+//! Passerelle's roles and admin tasks as a library: the worker, the scheduler and the service
+//! layer behind the CLI. The `passerelle` binary is a thin `main` over [`commands::run`]; tests
+//! build a worker's parts themselves and run one job in-process.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod output;
+pub mod scheduler;
+pub mod service;
+pub mod telemetry;
+pub mod worker;
