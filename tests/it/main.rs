@@ -20,3 +20,4 @@ mod sap_b1;
 mod vault;
 mod worker;
 mod xero;
+mod xero_spec;

@@ -30,6 +30,7 @@ impl Xero {
         };
         tune(&mut app);
         env.sandbox.xero().add_app(app);
+        env.sandbox.xero().record_requests();
         Self {
             env,
             tenant_id,
@@ -74,6 +75,12 @@ impl Xero {
 
     fn stats(&self) -> passerelle_sandbox::xero::XeroStats {
         self.env.sandbox.xero().stats(&self.tenant_id).unwrap()
+    }
+
+    /// Every request the Xero simulator received in this test is a valid call of an
+    /// operation of Xero's official OpenAPI documents.
+    fn assert_requests_match_spec(&self) {
+        crate::xero_spec::assert_requests_match_spec(&self.env.sandbox.xero().received_requests());
     }
 
     fn assert_no_duplicates(&self) {
@@ -147,6 +154,7 @@ async fn xero_exports_contacts_items_quotes_and_invoices_in_batches_exactly_once
     );
     assert_eq!(x.stats().updates.get("Items").copied(), Some(1));
     assert_eq!(x.stats().creates.get("Items").copied(), Some(30));
+    x.assert_requests_match_spec();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,6 +231,7 @@ async fn xero_rotated_refresh_tokens_are_stored_before_use_and_expiry_mid_sync_i
         creds.get_str("refresh_token"),
         Some("refresh-token-initial-0001")
     );
+    x.assert_requests_match_spec();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,6 +258,7 @@ async fn xero_a_refused_contact_is_logged_and_the_rest_of_the_batch_goes_in() {
         .bind(integration).fetch_one(x.env.db.store.pool()).await.unwrap();
     assert!(error.contains("Xero refused"), "{error}");
     x.assert_no_duplicates();
+    x.assert_requests_match_spec();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,6 +291,7 @@ async fn xero_a_batch_accepted_but_unanswered_is_not_created_twice() {
     );
     assert_eq!(x.stats().records.get("Items").copied(), Some(12));
     x.assert_no_duplicates();
+    x.assert_requests_match_spec();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,6 +343,7 @@ async fn xero_429s_are_honoured_and_the_sync_completes() {
     assert!(stats.max_requests_in_window <= 4, "{stats:?}");
     assert_eq!(stats.creates.get("Items").copied(), Some(20));
     x.assert_no_duplicates();
+    x.assert_requests_match_spec();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,6 +394,7 @@ async fn xero_contacts_and_items_are_imported_incrementally_with_stock() {
     // Nothing changed: nothing is written again.
     let r = x.env.wait_run(x.env.sync(integration), LONG).await;
     assert_eq!(r.records_synced, 0, "{r:?}");
+    x.assert_requests_match_spec();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,4 +445,5 @@ async fn xero_connection_test_stores_the_rotated_token_so_the_next_sync_works() 
     let r = x.env.wait_run(x.env.sync(integration), LONG).await;
     assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(x.stats().rejected_refreshes, 0);
+    x.assert_requests_match_spec();
 }

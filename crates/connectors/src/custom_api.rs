@@ -48,15 +48,6 @@ pub struct CustomApiSettings {
     pub page_size: u32,
 }
 
-const SECRET_LOOKING_KEYS: [&str; 6] = [
-    "api_key",
-    "apikey",
-    "password",
-    "secret",
-    "token",
-    "client_secret",
-];
-
 fn endpoint_key(entity: Entity) -> &'static str {
     match entity {
         Entity::Product => "products",
@@ -75,22 +66,15 @@ impl CustomApiSettings {
         let settings = settings.ok_or_else(|| {
             ConnectorError::fatal("custom_api settings are missing; `api_url` is required")
         })?;
-        if let Some(map) = settings.as_object() {
-            for key in map.keys() {
-                if SECRET_LOOKING_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
-                    return Err(ConnectorError::fatal(format!(
-                        "settings.{key} looks like a secret; settings are stored in clear and shown to admins. Move it to credentials (e.g. --credentials '{{\"api_key\": \"...\"}}')"
-                    )));
-                }
-            }
-        }
+        crate::settings::refuse_secret_settings(settings)?;
         let raw: RawSettings = serde_json::from_value(settings.clone())
             .map_err(|e| ConnectorError::fatal(format!("invalid custom_api settings: {e}")))?;
         let api_url = raw.api_url.ok_or_else(|| {
             ConnectorError::fatal("custom_api settings need `api_url` (the API's base URL)")
         })?;
         let mut api_url = context.url_policy.check(&api_url, "settings.api_url")?;
-        // Endpoints are appended to the base path.
+        // Endpoints are appended to the base path; one spelling (no trailing slash) keeps one
+        // fleet-wide rate key per API.
         let trimmed = api_url.path().trim_end_matches('/').to_owned();
         api_url.set_path(&trimmed);
         let mut endpoints = BTreeMap::new();
@@ -144,11 +128,10 @@ impl CustomApiSettings {
         })
     }
 
-    fn url(&self, path: &str) -> Result<Url, ConnectorError> {
-        let mut url = self.api_url.clone();
-        let full = format!("{}{}", self.api_url.path(), path);
-        url.set_path(&full);
-        Ok(url)
+    /// The base URL with `path` (an endpoint, `/`-separated) and then `id` (one segment,
+    /// whatever it holds) appended.
+    fn url(&self, path: &str, id: Option<&str>) -> Url {
+        crate::urls::join_segments(&crate::urls::join_path(&self.api_url, path), id)
     }
 }
 
@@ -244,13 +227,17 @@ impl CustomApiConnector {
             .get(&entity)
             .cloned()
             .unwrap_or_default();
-        let (action, path, method) = match &op.external_id {
+        let (action, url, method) = match &op.external_id {
             Some(id) => (
                 ExportAction::Update,
-                format!("{endpoint}/{}", encode_segment(id)),
+                self.settings.url(&endpoint, Some(id)),
                 Method::PUT,
             ),
-            None => (ExportAction::Create, endpoint, Method::POST),
+            None => (
+                ExportAction::Create,
+                self.settings.url(&endpoint, None),
+                Method::POST,
+            ),
         };
         let outcome = async {
             if op.external_id.is_none()
@@ -273,10 +260,9 @@ impl CustomApiConnector {
                     body,
                 ));
             }
-            let url = self.settings.url(&path)?;
             let call = self.call(method, url, Some(payload), Some(&op.idempotency_key));
             let reply = self.http.send(&call).await?;
-            let what = format!("{} {}", call.method, path);
+            let what = format!("{} {}", call.method, call.url.path());
             let body = reply.json(&what)?;
             let external_id = match (&op.external_id, body.get("id")) {
                 (_, Some(Value::String(s))) if !s.is_empty() => s.clone(),
@@ -350,7 +336,7 @@ impl CustomApiConnector {
             .unwrap_or_default();
         let mut cursor: Option<String> = None;
         loop {
-            let mut url = self.settings.url(&endpoint)?;
+            let mut url = self.settings.url(&endpoint, None);
             {
                 let mut query = url.query_pairs_mut();
                 if let Some(since) = since {
@@ -394,18 +380,6 @@ impl CustomApiConnector {
 }
 
 /// Percent-encodes an id for use as one path segment.
-fn encode_segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn opt_str(value: &Option<String>) -> Value {
     value
         .as_ref()
@@ -570,13 +544,16 @@ impl Connector for CustomApiConnector {
 
     async fn test_connection(&self) -> Result<ConnectionTest, ConnectorError> {
         let start = Instant::now();
-        let url = self.settings.url("/health")?;
+        let url = self.settings.url("/health", None);
         self.http
             .send(&self.call(Method::GET, url, None, None))
             .await
             .map_err(|e| self.http.redactor().error(e))?;
         Ok(ConnectionTest {
-            message: format!("{} answered /health", self.settings.api_url),
+            message: format!(
+                "{} answered /health",
+                crate::urls::shown(&self.settings.api_url)
+            ),
             response_time_ms: u64::from(elapsed_ms(start)),
         })
     }
@@ -614,7 +591,7 @@ impl Connector for CustomApiConnector {
             .get(&entity)
             .cloned()
             .unwrap_or_default();
-        let mut url = self.settings.url(&endpoint)?;
+        let mut url = self.settings.url(&endpoint, None);
         {
             let mut query = url.query_pairs_mut();
             if let Some(since) = cursor.updated_since {
@@ -693,6 +670,52 @@ mod tests {
     }
 
     #[test]
+    fn request_urls_join_the_base_with_or_without_a_path_or_a_trailing_slash() {
+        for (api_url, orders, one) in [
+            (
+                "https://erp.example.com",
+                "https://erp.example.com/api/orders",
+                "https://erp.example.com/api/orders/A%2F1%20b",
+            ),
+            (
+                "https://erp.example.com/",
+                "https://erp.example.com/api/orders",
+                "https://erp.example.com/api/orders/A%2F1%20b",
+            ),
+            (
+                "https://erp.example.com/v1",
+                "https://erp.example.com/v1/api/orders",
+                "https://erp.example.com/v1/api/orders/A%2F1%20b",
+            ),
+            (
+                "https://erp.example.com/v1/",
+                "https://erp.example.com/v1/api/orders",
+                "https://erp.example.com/v1/api/orders/A%2F1%20b",
+            ),
+        ] {
+            let s = CustomApiSettings::parse(Some(&json!({ "api_url": api_url })), &ctx()).unwrap();
+            let endpoint = &s.endpoints[&Entity::Order];
+            assert_eq!(s.url(endpoint, None).as_str(), orders, "{api_url}");
+            assert_eq!(s.url(endpoint, Some("A/1 b")).as_str(), one, "{api_url}");
+            assert_eq!(
+                s.url("/health", None).as_str(),
+                orders.replace("/api/orders", "/health")
+            );
+        }
+    }
+
+    #[test]
+    fn an_api_url_with_a_secret_in_its_query_is_refused_without_showing_it() {
+        let err = CustomApiSettings::parse(
+            Some(&json!({"api_url": "https://erp.example.com/v1?api_key=sk_live_777"})),
+            &ctx(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`api_key`"), "{err}");
+        assert!(!err.to_string().contains("sk_live_777"), "{err}");
+    }
+
+    #[test]
     fn settings_default_the_seed_endpoints_and_refuse_secrets_and_typos() {
         let s = CustomApiSettings::parse(
             Some(&json!({"api_url": "https://erp.example.com/v1/"})),
@@ -700,7 +723,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            s.url("/api/orders").unwrap().as_str(),
+            s.url("/api/orders", None).as_str(),
             "https://erp.example.com/v1/api/orders"
         );
         assert_eq!(s.auth_header.as_str(), "x-api-key");

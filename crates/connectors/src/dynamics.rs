@@ -64,14 +64,6 @@ const PRODUCT_PLACEHOLDER: &str = "platform-product:";
 /// property); they are sent to the line table after the document itself.
 const ORDER_LINES: &str = "order_details";
 const INVOICE_LINES: &str = "invoice_details";
-const SECRET_KEYS: [&str; 6] = [
-    "client_secret",
-    "secret",
-    "password",
-    "token",
-    "access_token",
-    "api_key",
-];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,13 +119,7 @@ impl DynamicsSettings {
                 "dynamics_365 settings are missing; `environment_url` is required",
             )
         })?;
-        if let Some(map) = value.as_object()
-            && let Some(key) = map.keys().find(|k| SECRET_KEYS.contains(&k.as_str()))
-        {
-            return Err(ConnectorError::fatal(format!(
-                "settings.{key} looks like a secret; settings are stored in clear and shown to admins. Move it to credentials"
-            )));
-        }
+        crate::settings::refuse_secret_settings(value)?;
         let raw: RawSettings = serde_json::from_value(value.clone())
             .map_err(|e| ConnectorError::fatal(format!("invalid dynamics_365 settings: {e}")))?;
         let environment = raw
@@ -225,11 +211,11 @@ impl DynamicsSettings {
         )
     }
 
-    /// `{environment}/api/data/v9.2{path}`; `path` is already percent-encoded.
-    fn api_url(&self, path: &str) -> Result<Url, ConnectorError> {
-        let base = self.environment_url.as_str().trim_end_matches('/');
-        Url::parse(&format!("{base}{API_PATH}{path}"))
-            .map_err(|e| ConnectorError::fatal(format!("cannot build a Web API URL: {e}")))
+    /// `{environment}/api/data/v9.2/{resource}`: one segment, percent-encoded here
+    /// (`accounts(accountnumber='A/1')` keeps its slash as `%2F`); `""` is the service root.
+    fn api_url(&self, resource: &str) -> Url {
+        let root = API_PATH.split('/').filter(|s| !s.is_empty());
+        crate::urls::join_segments(&self.environment_url, root.chain([resource]))
     }
 }
 
@@ -296,20 +282,10 @@ fn table(entity: Entity) -> Option<Table> {
     }
 }
 
-/// An OData string literal in a URL key segment: quotes doubled, then percent-encoded.
+/// An OData string literal in a URL key segment, quotes doubled; [`DynamicsSettings::api_url`]
+/// percent-encodes the segment.
 pub fn key_segment(column: &str, value: &str) -> String {
-    let literal = value.replace('\'', "''");
-    let encoded: String = literal
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~'".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    format!("({column}='{encoded}')")
+    format!("({column}='{}')", value.replace('\'', "''"))
 }
 
 /// The id in an `OData-EntityId` header (`…/accounts(00000000-…)`).
@@ -834,7 +810,7 @@ impl DynamicsConnector {
         let (action, path, headers) = match &op.external_id {
             Some(id) => (
                 ExportAction::Update,
-                format!("/{}({id})", table.set),
+                format!("{}({id})", table.set),
                 // Never re-create a row someone deleted in Dynamics: refuse instead.
                 vec![header("if-match", "*")],
             ),
@@ -847,20 +823,17 @@ impl DynamicsConnector {
                 };
                 (
                     ExportAction::Create,
-                    format!("/{}{}", table.set, key_segment(table.key, key)),
+                    format!("{}{}", table.set, key_segment(table.key, key)),
                     Vec::new(),
                 )
             }
         };
-        let outcome = match self.settings.api_url(&path) {
-            Ok(url) => {
-                // PATCH is idempotent here: an upsert or an update repeated after a lost
-                // answer leaves the same single row.
-                self.api(Method::PATCH, url, &headers, Some(body.clone()), true)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        // PATCH is idempotent here: an upsert or an update repeated after a lost answer
+        // leaves the same single row.
+        let url = self.settings.api_url(&path);
+        let outcome = self
+            .api(Method::PATCH, url, &headers, Some(body.clone()), true)
+            .await;
         let (outcome, response) = match outcome {
             Ok(reply) => {
                 let id = reply
@@ -1038,7 +1011,7 @@ impl DynamicsConnector {
     fn batch_request(&self, table: Table, op: &ExportOp) -> Result<BatchRequest, ConnectorError> {
         let body = resolve_references(op)?;
         let (path, headers) = match &op.external_id {
-            Some(id) => (format!("/{}({id})", table.set), vec![("If-Match", "*")]),
+            Some(id) => (format!("{}({id})", table.set), vec![("If-Match", "*")]),
             None => {
                 let key = body.get(table.key).and_then(Value::as_str).ok_or_else(|| {
                     ConnectorError::rejected(
@@ -1047,14 +1020,14 @@ impl DynamicsConnector {
                     )
                 })?;
                 (
-                    format!("/{}{}", table.set, key_segment(table.key, key)),
+                    format!("{}{}", table.set, key_segment(table.key, key)),
                     Vec::new(),
                 )
             }
         };
         Ok(BatchRequest {
             method: "PATCH",
-            url: self.settings.api_url(&path)?.to_string(),
+            url: self.settings.api_url(&path).to_string(),
             headers,
             body,
         })
@@ -1070,7 +1043,7 @@ impl DynamicsConnector {
             content_type: format!("multipart/mixed; boundary={boundary}"),
             bytes: batch_body(&boundary, requests),
         };
-        let url = self.settings.api_url("/$batch")?;
+        let url = self.settings.api_url("$batch");
         // Every request in it is a PATCH upsert or update: sending it again is safe.
         let reply = self
             .api_call(
@@ -1223,7 +1196,7 @@ impl DynamicsConnector {
         parent: Uuid,
         lines: &[Value],
     ) -> Result<(), ConnectorError> {
-        let mut url = self.settings.api_url(&format!("/{}", t.set))?;
+        let mut url = self.settings.api_url(t.set);
         url.query_pairs_mut()
             .append_pair("$select", &format!("{},lineitemnumber", t.pk))
             .append_pair("$filter", &format!("{} eq {parent}", t.parent_attribute));
@@ -1261,7 +1234,7 @@ impl DynamicsConnector {
                 json!(format!("/{}({parent})", document.set));
             match existing.iter().find(|(n, _)| *n == number) {
                 Some((_, id)) => {
-                    let url = self.settings.api_url(&format!("/{}({id})", t.set))?;
+                    let url = self.settings.api_url(&format!("{}({id})", t.set));
                     self.api(
                         Method::PATCH,
                         url,
@@ -1274,14 +1247,14 @@ impl DynamicsConnector {
                 None => {
                     // Not idempotent: a lost answer fails the record; its retry reads the
                     // lines again and finds this one.
-                    let url = self.settings.api_url(&format!("/{}", t.set))?;
+                    let url = self.settings.api_url(t.set);
                     self.api(Method::POST, url, &[], Some(body), false).await?;
                 }
             }
         }
         for (number, id) in existing.iter().filter(|(n, _)| !wanted.contains(n)) {
             tracing::debug!(%parent, number, "deleting a line the platform no longer has");
-            let url = self.settings.api_url(&format!("/{}({id})", t.set))?;
+            let url = self.settings.api_url(&format!("{}({id})", t.set));
             match self.api(Method::DELETE, url, &[], None, true).await {
                 Ok(_)
                 | Err(ConnectorError::Rejected {
@@ -1309,7 +1282,7 @@ impl Connector for DynamicsConnector {
         let reply = self
             .api(
                 Method::GET,
-                self.settings.api_url("/WhoAmI")?,
+                self.settings.api_url("WhoAmI"),
                 &[],
                 None,
                 true,
@@ -1406,13 +1379,15 @@ impl Connector for DynamicsConnector {
         let url = match cursor.page.as_deref() {
             // A nextLink must lead back to this environment's Web API, nowhere else.
             Some(next) => {
-                let root = self.settings.api_url("/")?;
+                let root = self.settings.api_url("");
                 let url = Url::parse(next).map_err(|e| {
                     ConnectorError::fatal(format!("the stored nextLink is not a URL: {e}"))
                 })?;
                 if url.origin() != root.origin() || !url.path().starts_with(root.path()) {
                     return Err(ConnectorError::fatal(format!(
-                        "the stored nextLink {next} is not under {root}"
+                        "the stored nextLink {} is not under {}",
+                        crate::urls::shown(&url),
+                        crate::urls::shown(&root)
                     )));
                 }
                 url
@@ -1424,7 +1399,7 @@ impl Connector for DynamicsConnector {
                     }
                     _ => "productid,name,productnumber,description,price,statecode,modifiedon",
                 };
-                let mut url = self.settings.api_url(&format!("/{}", def.set))?;
+                let mut url = self.settings.api_url(def.set);
                 {
                     let mut q = url.query_pairs_mut();
                     q.append_pair("$select", select);
@@ -1523,7 +1498,7 @@ mod tests {
         );
         assert_eq!(s.scope(), "https://contoso.crm4.dynamics.com/.default");
         assert_eq!(
-            s.api_url("/WhoAmI").unwrap().as_str(),
+            s.api_url("WhoAmI").as_str(),
             "https://contoso.crm4.dynamics.com/api/data/v9.2/WhoAmI"
         );
         assert_eq!(s.limits, published::DATAVERSE);
@@ -1532,6 +1507,33 @@ mod tests {
             (custom.limits.requests, custom.limits.concurrency),
             (100, Some(52))
         );
+    }
+
+    #[test]
+    fn request_urls_join_the_base_with_or_without_a_path_or_a_trailing_slash() {
+        for (environment, root) in [
+            (
+                "https://contoso.crm4.dynamics.com",
+                "https://contoso.crm4.dynamics.com",
+            ),
+            (
+                "https://contoso.crm4.dynamics.com/",
+                "https://contoso.crm4.dynamics.com",
+            ),
+            ("https://gw.example.com/dv", "https://gw.example.com/dv"),
+            ("https://gw.example.com/dv/", "https://gw.example.com/dv"),
+        ] {
+            let s = settings(json!({ "environment_url": environment })).unwrap();
+            let api = format!("{root}/api/data/v9.2");
+            assert_eq!(s.api_url("").as_str(), format!("{api}/"), "{environment}");
+            assert_eq!(s.api_url("WhoAmI").as_str(), format!("{api}/WhoAmI"));
+            assert_eq!(s.api_url("$batch").as_str(), format!("{api}/$batch"));
+            assert_eq!(
+                s.api_url(&format!("accounts{}", key_segment("accountnumber", "C-1")))
+                    .as_str(),
+                format!("{api}/accounts(accountnumber='C-1')")
+            );
+        }
     }
 
     #[test]
@@ -1777,7 +1779,13 @@ mod tests {
     fn key_segments_quote_and_encode_and_entity_ids_parse() {
         assert_eq!(
             key_segment("productnumber", "O'Neil 1/2"),
-            "(productnumber='O''Neil%201%2F2')"
+            "(productnumber='O''Neil 1/2')"
+        );
+        let s = settings(json!({})).unwrap();
+        let key = format!("products{}", key_segment("productnumber", "O'Neil 1/2?#%"));
+        assert_eq!(
+            s.api_url(&key).as_str(),
+            "https://contoso.crm4.dynamics.com/api/data/v9.2/products(productnumber='O''Neil%201%2F2%3F%23%25')"
         );
         let id = Uuid::new_v4();
         assert_eq!(

@@ -11,114 +11,11 @@ use crate::ConnectorError;
 use crate::rate::{RateGate, RateKey, RateLimits};
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// Whether plain-HTTP and private-network URLs are allowed (SSRF guard).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UrlPolicy {
-    pub allow_private_networks: bool,
-}
-
-impl UrlPolicy {
-    /// Parses and checks a base URL from an integration's settings. `what` names the setting
-    /// in the error.
-    pub fn check(&self, raw: &str, what: &str) -> Result<Url, ConnectorError> {
-        let url = Url::parse(raw.trim()).map_err(|e| {
-            ConnectorError::fatal(format!("{what} `{raw}` is not a valid URL: {e}"))
-        })?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.allow_private_networks => {}
-            "http" => {
-                return Err(ConnectorError::fatal(format!(
-                    "{what} `{raw}` uses plain http://; use https:// (plain HTTP is allowed only when [http] allow_private_networks is set, for sandboxes)"
-                )));
-            }
-            other => {
-                return Err(ConnectorError::fatal(format!(
-                    "{what} `{raw}` has scheme `{other}`; expected https://"
-                )));
-            }
-        }
-        if url.username() != "" || url.password().is_some() {
-            return Err(ConnectorError::fatal(format!(
-                "{what} must not carry a user name or password; put secrets in credentials"
-            )));
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| ConnectorError::fatal(format!("{what} `{raw}` has no host")))?;
-        if !self.allow_private_networks && is_private_host(host) {
-            return Err(ConnectorError::fatal(format!(
-                "{what} points at a loopback or private address ({host}), which is refused (SSRF guard); set [http] allow_private_networks for sandboxes"
-            )));
-        }
-        Ok(url)
-    }
-}
-
-fn is_private_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") {
-        return true;
-    }
-    host.parse::<IpAddr>().is_ok_and(is_private_ip)
-}
-
-/// Loopback, private, link-local, unspecified, broadcast, carrier-grade NAT and unique-local
-/// addresses (and IPv4 ones mapped into IPv6).
-fn is_private_ip(ip: IpAddr) -> bool {
-    let v4_private = |v4: std::net::Ipv4Addr| {
-        v4.is_private()
-            || v4.is_loopback()
-            || v4.is_link_local()
-            || v4.is_unspecified()
-            || v4.is_broadcast()
-            // 100.64.0.0/10, carrier-grade NAT
-            || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-    };
-    match ip {
-        IpAddr::V4(v4) => v4_private(v4),
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
-                || v6.to_ipv4_mapped().is_some_and(v4_private)
-        }
-    }
-}
-
-/// Resolves host names and keeps only public addresses, so a name that points inside our
-/// network (a typo, DNS rebinding) is refused at connection time, not only literal IPs at
-/// configuration time.
-#[derive(Debug, Clone, Copy)]
-pub struct PublicOnlyResolver;
-
-impl reqwest::dns::Resolve for PublicOnlyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let resolved: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<std::net::SocketAddr> = resolved
-                .into_iter()
-                .filter(|a| !is_private_ip(a.ip()))
-                .collect();
-            if public.is_empty() {
-                return Err(format!(
-                    "{host} resolves only to loopback or private addresses, which are refused (SSRF guard; set [http] allow_private_networks for sandboxes)"
-                )
-                .into());
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
-            Ok(addrs)
-        })
-    }
-}
+pub use crate::urls::{PublicOnlyResolver, UrlPolicy};
 
 /// Tunables of one runtime.
 #[derive(Debug, Clone)]
@@ -401,6 +298,9 @@ pub struct HttpRuntime {
     /// The fleet-wide gate with the accounts (and their limits) every request counts against;
     /// the first is the connector's own account, which a 429 blocks.
     fleet: Option<(Arc<dyn RateGate>, FleetKeys)>,
+    /// Checked against every request's URL: reqwest never asks the resolver about a literal
+    /// IP, and a URL an ERP hands back (a next-page link) was not checked at configuration.
+    url_policy: UrlPolicy,
 }
 
 impl HttpRuntime {
@@ -422,6 +322,7 @@ impl HttpRuntime {
             gate: Arc::new(Mutex::new(Gate::default())),
             redactor,
             fleet: None,
+            url_policy: context.url_policy,
         })
     }
 
@@ -458,6 +359,9 @@ impl HttpRuntime {
     /// Sends with in-call retries. Returns the reply for any 2xx; every other outcome is a
     /// classified, redacted error.
     pub async fn send(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {
+        self.url_policy.check_request(&call.url).map_err(|reason| {
+            ConnectorError::fatal(format!("refusing to send {} {reason}", call.method))
+        })?;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.options.min_backoff)
             .with_max_delay(self.options.max_backoff)
@@ -560,7 +464,8 @@ impl HttpRuntime {
             } else {
                 "failed"
             };
-            ConnectorError::transient(format!("{what} {kind}: {}", error_chain(&e)))
+            // reqwest's message quotes the whole URL, query and user included.
+            ConnectorError::transient(format!("{what} {kind}: {}", error_chain(&e.without_url())))
         })?;
         let status = response.status().as_u16();
         let mut response = response;
@@ -714,7 +619,7 @@ pub fn classify_with(
                     .headers
                     .get(reqwest::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("another address")
+                    .map_or_else(|| "another address".to_owned(), shown_location)
             ),
         },
         _ => ConnectorError::Rejected {
@@ -722,6 +627,23 @@ pub fn classify_with(
             status: Some(status),
         },
     })
+}
+
+/// A `Location` for a message: absolute as [`crate::urls::shown`] shows it, relative as its
+/// path only (either may carry a token in its query).
+fn shown_location(location: &str) -> String {
+    match Url::parse(location) {
+        Ok(url) => crate::urls::shown(&url),
+        Err(_) => Url::parse("https://relative.invalid")
+            .and_then(|base| base.join(location))
+            .map_or_else(
+                |_| "another address".to_owned(),
+                |url| match url.host_str() {
+                    Some("relative.invalid") => url.path().to_owned(),
+                    _ => crate::urls::shown(&url),
+                },
+            ),
+    }
 }
 
 /// The useful part of an error body: RFC 9457 `detail`/`title` plus field errors, or a snippet.
@@ -871,28 +793,108 @@ mod tests {
             message.contains("resolves only to loopback or private addresses"),
             "{message}"
         );
-        // And the runtime uses it: a request to a name for 127.0.0.1 fails before connecting.
-        let runtime = HttpRuntime::new(
-            &crate::ConnectorContext::default(),
-            HttpOptions {
-                max_retries: 0,
-                ..HttpOptions::default()
-            },
-            Redactor::default(),
-        )
-        .unwrap();
-        let call = HttpCall {
+        // And the strict client uses it (the runtime's own request check refuses `localhost`
+        // by name before this point, so the client is asked directly).
+        let client = shared_client("resolver-test", false, Duration::from_secs(2)).unwrap();
+        let err = client
+            .get("http://localhost:9/health")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error_chain(&err).contains("private addresses"), "{err}");
+    }
+
+    fn get(url: &str) -> HttpCall {
+        HttpCall {
             method: reqwest::Method::GET,
-            url: Url::parse("http://localhost:9/health").unwrap(),
+            url: Url::parse(url).unwrap(),
             headers: vec![],
             body: None,
             raw: None,
             form: None,
             idempotent: true,
             conflict_means_in_flight: false,
+        }
+    }
+
+    fn quick_runtime(allow_private_networks: bool) -> HttpRuntime {
+        let context = crate::ConnectorContext {
+            url_policy: UrlPolicy {
+                allow_private_networks,
+            },
+            ..crate::ConnectorContext::default()
         };
-        let err = runtime.send(&call).await.unwrap_err();
-        assert!(err.to_string().contains("private addresses"), "{err}");
+        HttpRuntime::new(
+            &context,
+            HttpOptions {
+                max_retries: 0,
+                connect_timeout: Duration::from_millis(300),
+                request_timeout: Duration::from_millis(300),
+                client: "url-guard-tests",
+                ..HttpOptions::default()
+            },
+            Redactor::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn literal_private_addresses_are_refused_before_connecting() {
+        // reqwest does not ask the resolver about a literal IP: without the request-time
+        // check, these would reach the listener.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let runtime = quick_runtime(false);
+        for host in [
+            "127.0.0.1",
+            "127.1",
+            "[::ffff:127.0.0.1]",
+            "[::127.0.0.1]",
+            "[64:ff9b::7f00:1]",
+            "[2002:7f00:1::]",
+            "localhost.",
+        ] {
+            let err = runtime
+                .send(&get(&format!("https://{host}:{port}/x")))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("SSRF guard"), "{host}: {err}");
+            assert_eq!(err.class(), "fatal", "{host}");
+        }
+        assert!(
+            matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a request reached 127.0.0.1"
+        );
+    }
+
+    #[tokio::test]
+    async fn transport_errors_and_redirects_do_not_show_the_query_or_the_user() {
+        // Port 1 on loopback refuses the connection; reqwest's own message quotes the URL.
+        let err = quick_runtime(true)
+            .send(&get("http://127.0.0.1:1/x?page=QUERY_SECRET_1"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("GET /x"), "{err}");
+        assert!(!err.to_string().contains("QUERY_SECRET_1"), "{err}");
+        for location in [
+            "https://u:PASSWORD_2@other.example/login?token=QUERY_SECRET_2",
+            "/login?token=QUERY_SECRET_2",
+            "//u:PASSWORD_2@other.example/login?token=QUERY_SECRET_2",
+        ] {
+            let mut moved = reply(302, "");
+            moved.headers.insert(
+                reqwest::header::LOCATION,
+                HeaderValue::from_str(location).unwrap(),
+            );
+            let err = classify(&moved, "GET /x", false).unwrap();
+            let message = err.to_string();
+            assert!(message.contains("/login"), "{message}");
+            assert!(
+                !message.contains("QUERY_SECRET_2") && !message.contains("PASSWORD_2"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod oauth;
 pub mod quickbooks;
 pub mod rate;
 pub mod sap_b1;
+pub mod settings;
+pub mod urls;
 pub mod xero;
 
 use async_trait::async_trait;
@@ -26,8 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConnectorError, Disposition};
-pub use http::UrlPolicy;
 pub use rate::{Permit, RateGate, RateKey, RateLimits};
+pub use urls::UrlPolicy;
 
 /// What a connector can do, declared so the worker can plan without knowing the ERP.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -107,24 +107,7 @@ impl QuickBooksSettings {
         let value = settings.ok_or_else(|| {
             ConnectorError::fatal("quickbooks settings are missing; `realm_id` is required")
         })?;
-        if let Some(map) = value.as_object() {
-            for key in map.keys() {
-                if [
-                    "client_secret",
-                    "refresh_token",
-                    "access_token",
-                    "password",
-                    "secret",
-                    "token",
-                ]
-                .contains(&key.as_str())
-                {
-                    return Err(ConnectorError::fatal(format!(
-                        "settings.{key} looks like a secret; settings are stored in clear and shown to admins. Move it to credentials"
-                    )));
-                }
-            }
-        }
+        crate::settings::refuse_secret_settings(value)?;
         let raw: RawSettings = serde_json::from_value(value.clone())
             .map_err(|e| ConnectorError::fatal(format!("invalid quickbooks settings: {e}")))?;
         let realm_id = raw
@@ -141,14 +124,12 @@ impl QuickBooksSettings {
                 "settings.realm_id `{realm_id}` is not a QuickBooks company id (digits only)"
             )));
         }
-        let mut api_url = context.url_policy.check(
+        let api_url = context.url_policy.check(
             raw.api_url
                 .as_deref()
                 .unwrap_or("https://quickbooks.api.intuit.com"),
             "settings.api_url",
         )?;
-        let trimmed = api_url.path().trim_end_matches('/').to_owned();
-        api_url.set_path(&trimmed);
         let token_url = context.url_policy.check(
             raw.token_url
                 .as_deref()
@@ -200,14 +181,11 @@ impl QuickBooksSettings {
         })
     }
 
+    /// `{api_url}/v3/company/{realm_id}{path}`.
     fn company(&self, path: &str) -> Url {
-        let mut url = self.api_url.clone();
-        url.set_path(&format!(
-            "{}/v3/company/{}{path}",
-            self.api_url.path().trim_end_matches('/'),
-            self.realm_id
-        ));
-        url
+        let company =
+            crate::urls::join_segments(&self.api_url, ["v3", "company", self.realm_id.as_str()]);
+        crate::urls::join_path(&company, path)
     }
 }
 
@@ -1758,6 +1736,41 @@ mod tests {
             s.company("/batch").as_str(),
             "https://quickbooks.api.intuit.com/v3/company/9130357766900456/batch"
         );
+    }
+
+    #[test]
+    fn request_urls_join_the_base_with_or_without_a_path_or_a_trailing_slash() {
+        for (api_url, root) in [
+            (None, "https://quickbooks.api.intuit.com"),
+            (
+                Some("https://sandbox-quickbooks.api.intuit.com"),
+                "https://sandbox-quickbooks.api.intuit.com",
+            ),
+            (
+                Some("https://sandbox-quickbooks.api.intuit.com/"),
+                "https://sandbox-quickbooks.api.intuit.com",
+            ),
+            (
+                Some("https://gw.example.com/qbo"),
+                "https://gw.example.com/qbo",
+            ),
+            (
+                Some("https://gw.example.com/qbo/"),
+                "https://gw.example.com/qbo",
+            ),
+        ] {
+            let s = settings(api_url.map_or(json!({}), |u| json!({ "api_url": u })));
+            assert_eq!(
+                s.company("/query").as_str(),
+                format!("{root}/v3/company/9130357766900456/query"),
+                "{api_url:?}"
+            );
+            assert_eq!(
+                s.company("/invoice/42").as_str(),
+                format!("{root}/v3/company/9130357766900456/invoice/42"),
+                "{api_url:?}"
+            );
+        }
     }
 
     #[test]

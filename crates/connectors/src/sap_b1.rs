@@ -125,24 +125,7 @@ impl SapB1Settings {
                 "sap_b1 settings are missing; `server` and `company_db` are required",
             )
         })?;
-        if let Some(map) = value.as_object() {
-            for key in map.keys() {
-                if [
-                    "password",
-                    "username",
-                    "secret",
-                    "token",
-                    "session_id",
-                    "b1session",
-                ]
-                .contains(&key.as_str())
-                {
-                    return Err(ConnectorError::fatal(format!(
-                        "settings.{key} looks like a credential; settings are stored in clear and shown to admins. Move it to credentials"
-                    )));
-                }
-            }
-        }
+        crate::settings::refuse_secret_settings(value)?;
         let raw: RawSettings = serde_json::from_value(value.clone())
             .map_err(|e| ConnectorError::fatal(format!("invalid sap_b1 settings: {e}")))?;
         let server = raw.server.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
@@ -191,14 +174,10 @@ impl SapB1Settings {
         })
     }
 
-    /// `{server}/b1s/v1/{path}`.
-    fn service(&self, path: &str) -> Url {
-        let mut url = self.server.clone();
-        url.set_path(&format!(
-            "{}/b1s/v1/{path}",
-            self.server.path().trim_end_matches('/')
-        ));
-        url
+    /// `{server}/b1s/v1/{segment}`: one segment (`Items('A/1')` keeps its slash as `%2F`);
+    /// `""` is the service root, with its trailing slash.
+    fn service(&self, segment: &str) -> Url {
+        crate::urls::join_segments(&self.server, ["b1s", "v1", segment])
     }
 }
 
@@ -1097,11 +1076,12 @@ impl Connector for SapB1Connector {
             Some(next) => {
                 let root = self.settings.service("");
                 let next_url = root.join(next).map_err(|e| {
-                    ConnectorError::transient(format!("unusable odata.nextLink {next:?}: {e}"))
+                    ConnectorError::transient(format!("unusable odata.nextLink: {e}"))
                 })?;
                 if next_url.origin() != root.origin() {
                     return Err(ConnectorError::fatal(format!(
-                        "odata.nextLink {next:?} points to another server"
+                        "odata.nextLink {} points to another server",
+                        crate::urls::shown(&next_url)
                     )));
                 }
                 next_url
@@ -1279,6 +1259,52 @@ mod tests {
                 parse(with(bad.clone())).unwrap_err().class(),
                 "fatal",
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_urls_join_the_base_with_or_without_a_path_or_a_trailing_slash() {
+        for (server, root) in [
+            (
+                "https://sap.example.com:50000",
+                "https://sap.example.com:50000",
+            ),
+            (
+                "https://sap.example.com:50000/",
+                "https://sap.example.com:50000",
+            ),
+            (
+                "https://sap.example.com:50000/b1s/v1",
+                "https://sap.example.com:50000",
+            ),
+            ("https://gw.example.com/sap", "https://gw.example.com/sap"),
+            ("https://gw.example.com/sap/", "https://gw.example.com/sap"),
+            (
+                "https://gw.example.com/sap/b1s/v1/",
+                "https://gw.example.com/sap",
+            ),
+        ] {
+            let s = SapB1Settings::parse(
+                Some(&json!({"server": server, "company_db": "X", "invoice_account_code": "4000"})),
+                &ctx(),
+            )
+            .unwrap();
+            assert_eq!(
+                s.service("").as_str(),
+                format!("{root}/b1s/v1/"),
+                "{server}"
+            );
+            assert_eq!(
+                s.service("Login").as_str(),
+                format!("{root}/b1s/v1/Login"),
+                "{server}"
+            );
+            let item = target(Entity::Product).unwrap();
+            assert_eq!(
+                s.service(&item.entity_path("A/1 b")).as_str(),
+                format!("{root}/b1s/v1/Items('A%2F1%20b')"),
+                "{server}"
             );
         }
     }

@@ -77,36 +77,17 @@ impl XeroSettings {
         let value = settings.ok_or_else(|| {
             ConnectorError::fatal("xero settings are missing; `tenant_id` is required")
         })?;
-        if let Some(map) = value.as_object() {
-            for key in map.keys() {
-                if [
-                    "client_secret",
-                    "refresh_token",
-                    "access_token",
-                    "password",
-                    "secret",
-                    "token",
-                ]
-                .contains(&key.as_str())
-                {
-                    return Err(ConnectorError::fatal(format!(
-                        "settings.{key} looks like a secret; settings are stored in clear and shown to admins. Move it to credentials"
-                    )));
-                }
-            }
-        }
+        crate::settings::refuse_secret_settings(value)?;
         let raw: RawSettings = serde_json::from_value(value.clone())
             .map_err(|e| ConnectorError::fatal(format!("invalid xero settings: {e}")))?;
         let tenant_id = raw
             .tenant_id
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| ConnectorError::fatal("xero settings need `tenant_id` (the organisation's tenant id from GET /connections)"))?;
-        let mut api_url = context.url_policy.check(
+        let api_url = context.url_policy.check(
             raw.api_url.as_deref().unwrap_or("https://api.xero.com"),
             "settings.api_url",
         )?;
-        let trimmed = api_url.path().trim_end_matches('/').to_owned();
-        api_url.set_path(&trimmed);
         let token_url = context.url_policy.check(
             raw.token_url
                 .as_deref()
@@ -140,9 +121,7 @@ impl XeroSettings {
     }
 
     fn api(&self, path: &str) -> Url {
-        let mut url = self.api_url.clone();
-        url.set_path(&format!("{}{path}", self.api_url.path()));
-        url
+        crate::urls::join_path(&self.api_url, path)
     }
 }
 
@@ -446,6 +425,11 @@ impl XeroConnector {
             })
             .collect()
     }
+}
+
+/// The spec's `ifModifiedSince` is an RFC 3339 `date-time`, which needs an offset: UTC, `Z`.
+fn if_modified_since(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn date(t: DateTime<Utc>) -> String {
@@ -962,10 +946,7 @@ impl Connector for XeroConnector {
         }
         let mut extra = Vec::new();
         if incremental && let Some(since) = cursor.updated_since {
-            extra.extend(header(
-                "if-modified-since",
-                &since.format("%Y-%m-%dT%H:%M:%S").to_string(),
-            ));
+            extra.extend(header("if-modified-since", &if_modified_since(since)));
         }
         let reply = self
             .api(
@@ -1104,6 +1085,43 @@ mod tests {
     }
 
     #[test]
+    fn request_urls_join_the_base_with_or_without_a_path_or_a_trailing_slash() {
+        let parse = |api_url: Option<&str>| {
+            let mut settings = json!({"tenant_id": "t"});
+            if let Some(url) = api_url {
+                settings["api_url"] = json!(url);
+            }
+            XeroSettings::parse(Some(&settings), &ConnectorContext::default()).unwrap()
+        };
+        // The documented default has no path: no `//connections`.
+        for (api_url, root) in [
+            (None, "https://api.xero.com"),
+            (Some("https://api.xero.com"), "https://api.xero.com"),
+            (Some("https://api.xero.com/"), "https://api.xero.com"),
+            (
+                Some("https://gw.example.com/xero"),
+                "https://gw.example.com/xero",
+            ),
+            (
+                Some("https://gw.example.com/xero/"),
+                "https://gw.example.com/xero",
+            ),
+        ] {
+            let s = parse(api_url);
+            assert_eq!(
+                s.api("/connections").as_str(),
+                format!("{root}/connections"),
+                "{api_url:?}"
+            );
+            assert_eq!(
+                s.api("/api.xro/2.0/Contacts").as_str(),
+                format!("{root}/api.xro/2.0/Contacts"),
+                "{api_url:?}"
+            );
+        }
+    }
+
+    #[test]
     fn an_order_becomes_a_draft_quote_with_the_spec_enums_or_a_draft_invoice() {
         let quote = connector("quote").map_record(&order()).unwrap();
         assert_eq!(quote["Status"], "DRAFT");
@@ -1187,6 +1205,13 @@ mod tests {
         ));
         let archived = json!({"ContactID": "x", "ContactStatus": "ARCHIVED", "Name": "Gone"});
         assert!(parse_element(Entity::Customer, &archived).unwrap().deleted);
+    }
+
+    #[test]
+    fn if_modified_since_is_an_rfc_3339_date_time_in_utc() {
+        let t = Utc.with_ymd_and_hms(2026, 12, 1, 8, 55, 31).unwrap();
+        assert_eq!(if_modified_since(t), "2026-12-01T08:55:31Z");
+        assert!(DateTime::parse_from_rfc3339(&if_modified_since(t)).is_ok());
     }
 
     #[test]

@@ -1211,6 +1211,70 @@ async fn admin_endpoints_provision_seed_inject_and_report() {
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn received_requests_are_recorded_as_they_came_once_asked_and_without_secrets() {
+    let x = xero().await;
+    let contact = x.contact("Before recording").await;
+    assert!(!contact.is_empty());
+    assert!(x.sandbox.xero().received_requests().is_empty());
+    x.sandbox.xero().record_requests();
+    let refreshed = x.refresh(FIRST_REFRESH).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let listed = x
+        .api(Method::GET, "Contacts?where=Name%3D%3D%22A+B%22&page=1")
+        .header("If-Modified-Since", "2026-12-01T08:55:31Z")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    let created = x
+        .api(Method::PUT, "Items?summarizeErrors=false")
+        .header("Idempotency-Key", "k-1")
+        .json(&json!({"Items": [{"Code": "X-1"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::OK);
+    let received = x.sandbox.xero().received_requests();
+    let paths: Vec<(&str, &str)> = received
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("POST", "/identity/connect/token"),
+            ("GET", "/api.xro/2.0/Contacts"),
+            ("PUT", "/api.xro/2.0/Items"),
+        ]
+    );
+    // The token request's body and credentials are not kept.
+    assert_eq!(received[0].body, "");
+    assert_eq!(received[0].header("authorization"), Some("Basic"));
+    assert!(!format!("{received:?}").contains(SECRET));
+    assert!(!format!("{received:?}").contains(&x.access));
+    let get = &received[1];
+    assert_eq!(
+        get.query,
+        [
+            ("where".to_owned(), "Name==\"A B\"".to_owned()),
+            ("page".to_owned(), "1".to_owned())
+        ]
+    );
+    assert_eq!(
+        get.header("if-modified-since"),
+        Some("2026-12-01T08:55:31Z")
+    );
+    assert_eq!(get.header("xero-tenant-id"), Some(TENANT));
+    assert_eq!(get.header("authorization"), Some("Bearer"));
+    let put = &received[2];
+    assert_eq!(put.header("idempotency-key"), Some("k-1"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&put.body).unwrap(),
+        json!({"Items": [{"Code": "X-1"}]})
+    );
+}
+
 // --- the official OpenAPI documents ---
 
 fn spec(name: &str) -> Option<Value> {

@@ -71,6 +71,10 @@ pub(crate) fn routes(sim: XeroSim) -> Router {
         .method_not_allowed_fallback(|method: Method| async move {
             wrong_method(&method).into_response()
         })
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            super::received::record,
+        ))
         .with_state(sim)
 }
 

@@ -24,9 +24,11 @@ mod limits;
 mod model;
 mod oauth;
 mod query;
+mod received;
 mod store;
 
 pub use crate::faults::Fault;
+pub use received::ReceivedRequest;
 
 use crate::SandboxError;
 use crate::faults::{FaultQueue, Interrupt};
@@ -319,6 +321,7 @@ struct Shared {
     tokens: Mutex<TokenStore>,
     fingerprinter: Fingerprinter,
     interrupt: Interrupt,
+    received: received::ReceivedLog,
 }
 
 #[derive(Debug, Default)]
@@ -700,6 +703,17 @@ impl XeroSim {
     /// sandbox calls it on shutdown.
     pub fn cancel_injected_waits(&self) {
         self.shared.interrupt.fire();
+    }
+
+    /// Records every request received from now on (see [`Self::received_requests`]), so a
+    /// test can check a client against the official spec.
+    pub fn record_requests(&self) {
+        self.shared.received.start();
+    }
+
+    /// The requests received since [`Self::record_requests`], in arrival order.
+    pub fn received_requests(&self) -> Vec<ReceivedRequest> {
+        self.shared.received.all()
     }
 
     fn tenant(&self, tenant_id: &str) -> Option<Arc<Tenant>> {
