@@ -235,7 +235,11 @@ async fn a_poison_message_is_dead_lettered_with_its_reason_and_other_jobs_run() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_chunk_loses_nothing() {
-    let env = Env::new("term").await;
+    let mut env = Env::new("term").await;
+    // Twelve chunks: the signal lands mid-run however fast the machine is (with the default
+    // of 1,000 the first commit came with most of the run already sent).
+    env.extra_env
+        .push(("PASSERELLE__WORKER__CHUNK_SIZE".into(), "100".into()));
     let seeded = env
         .db
         .store
@@ -826,4 +830,39 @@ async fn our_own_rate_limit_is_shared_by_the_fleet_and_keeps_us_under_the_erps()
         "the fleet overran the ERP's limit {} times",
         stats.rate_limited
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erp_outage_costs_a_handful_of_requests_per_attempt() {
+    let env = Env::new("outage").await;
+    let seeded = env.db.store.seed_tenant("Acme", 10, 5, 300).await.unwrap();
+    let integration = env.integration(seeded.tenant_id, "orders", "export");
+    // Every request fails: without a breaker each of the 300 orders went out with its
+    // in-call retries (1,200 requests per attempt).
+    env.sandbox.custom_api().inject(
+        &env.api_key,
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+            times: 1_000_000,
+            method: None,
+            path_contains: None,
+        },
+    );
+    let _w = env.worker(1);
+    let run_id = env.sync(integration);
+    env.wait_until(run_id, LONG, |r| {
+        r.attempt >= 1 && r.status == RunStatus::Queued
+    })
+    .await;
+    let run = env.db.store.run(run_id).await.unwrap().unwrap();
+    assert!(
+        run.error.as_deref().unwrap_or("").contains("503")
+            || run.error.as_deref().unwrap_or("").contains("circuit open"),
+        "{run:?}"
+    );
+    let requests = env.stats().requests;
+    // The breaker opens after 5 failures; requests already in flight (8 at once) finish.
+    assert!(requests <= 40, "{requests} requests in the first attempt");
+    assert_eq!(run.records_synced, 0);
 }

@@ -703,7 +703,7 @@ async fn quickbooks_a_429_keeps_every_worker_away_from_the_realm_for_60_seconds(
             allow_private_networks: true,
         },
         rate_gate: Some(gate.clone()),
-        credential_store: None,
+        ..ConnectorContext::default()
     };
     let worker =
         |_: ()| QuickBooksConnector::new(Some(&settings), Some(&credentials), &context).unwrap();

@@ -153,6 +153,8 @@ impl Env {
             .env("PASSERELLE__VAULT__ACTIVE_KEY", "test1")
             .env("PASSERELLE__VAULT__KEYS__TEST1", &self.vault_key)
             .env("PASSERELLE__HTTP__ALLOW_PRIVATE_NETWORKS", "true")
+            // Fault tests fail many requests in a row on purpose: a short circuit cool-off.
+            .env("PASSERELLE__HTTP__BREAKER_COOL_OFF_SECS", "1")
             .env("PASSERELLE__WORKER__LEASE_TTL_SECS", "3")
             .env("PASSERELLE__WORKER__SHUTDOWN_GRACE_SECS", "10")
             .env("PASSERELLE__AMQP__RETRY_DELAYS_SECS", "1,2,4")

@@ -664,8 +664,7 @@ mod tests {
             url_policy: crate::UrlPolicy {
                 allow_private_networks: true,
             },
-            rate_gate: None,
-            credential_store: None,
+            ..ConnectorContext::default()
         }
     }
 

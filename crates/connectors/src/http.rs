@@ -8,6 +8,7 @@
 //! the worker hands the job back to the queue, so a worker is never held by one slow ERP.
 
 use crate::ConnectorError;
+use crate::breaker::Breaker;
 use crate::rate::{RateGate, RateKey, RateLimits};
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -301,6 +302,8 @@ pub struct HttpRuntime {
     /// Checked against every request's URL: reqwest never asks the resolver about a literal
     /// IP, and a URL an ERP hands back (a next-page link) was not checked at configuration.
     url_policy: UrlPolicy,
+    /// Shared by clones, like the gate: one ERP account's run of failures.
+    breaker: Arc<Breaker>,
 }
 
 impl HttpRuntime {
@@ -318,6 +321,7 @@ impl HttpRuntime {
         )?;
         Ok(Self {
             client,
+            breaker: Arc::new(Breaker::new(context.breaker)),
             options,
             gate: Arc::new(Mutex::new(Gate::default())),
             redactor,
@@ -372,6 +376,8 @@ impl HttpRuntime {
         let result = (|| self.send_once(call))
             .retry(backoff)
             .when(|e: &ConnectorError| match e {
+                // An open circuit is not waited out in place: the job goes back to the queue.
+                ConnectorError::Transient { .. } if self.breaker.is_open() => false,
                 ConnectorError::Transient { retry_after, .. } => {
                     idempotent && retry_after.is_none_or(|d| d <= max_inline)
                 }
@@ -389,7 +395,18 @@ impl HttpRuntime {
         result.map_err(|e| self.redactor.error(e))
     }
 
+    /// The account this runtime's requests go to, for messages.
+    fn account(&self) -> &str {
+        match &self.fleet {
+            Some((_, keys)) => keys
+                .first()
+                .map_or(self.options.client, |(k, _)| &k.account),
+            None => self.options.client,
+        }
+    }
+
     async fn send_once(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {
+        self.breaker.check(self.account())?;
         let permits = loop {
             if let Some(sleep) = self.wait_for_gate()? {
                 sleep.await;
@@ -407,7 +424,14 @@ impl HttpRuntime {
                 gate.release(&permits).await;
             }
         };
-        let result = self.exchange(call).await;
+        let (result, erp_failed) = self.exchange(call).await;
+        if let Some(cool_off) = self.breaker.record(erp_failed)
+            && let Some((gate, keys)) = &self.fleet
+            && let Some((key, _)) = keys.first()
+        {
+            tracing::warn!(account = %key.account, cool_off_secs = cool_off.as_secs(), "the ERP keeps failing; circuit open, the fleet stays away");
+            gate.block(key, cool_off).await;
+        }
         if let (Err(error), Some((gate, keys))) = (&result, &self.fleet)
             && let Some(wait) = error.retry_after()
             && matches!(error, ConnectorError::RateLimited { .. })
@@ -429,7 +453,16 @@ impl HttpRuntime {
         gate.embargo.is_some_and(|until| until > Instant::now())
     }
 
-    async fn exchange(&self, call: &HttpCall) -> Result<HttpReply, ConnectorError> {
+    /// One request and its classified outcome, with whether the ERP itself failed (a 5xx,
+    /// no answer, a broken body), which is what the circuit breaker counts.
+    async fn exchange(&self, call: &HttpCall) -> (Result<HttpReply, ConnectorError>, bool) {
+        match self.exchange_inner(call).await {
+            Ok(reply) => (Ok(reply), false),
+            Err((error, erp_failed)) => (Err(error), erp_failed),
+        }
+    }
+
+    async fn exchange_inner(&self, call: &HttpCall) -> Result<HttpReply, (ConnectorError, bool)> {
         let mut request = self
             .client
             .request(call.method.clone(), call.url.clone())
@@ -465,7 +498,8 @@ impl HttpRuntime {
                 "failed"
             };
             // reqwest's message quotes the whole URL, query and user included.
-            ConnectorError::transient(format!("{what} {kind}: {}", error_chain(&e.without_url())))
+            let message = format!("{what} {kind}: {}", error_chain(&e.without_url()));
+            (ConnectorError::transient(message), true)
         })?;
         let status = response.status().as_u16();
         let mut response = response;
@@ -474,7 +508,8 @@ impl HttpRuntime {
             .bytes()
             .await
             .map_err(|e| {
-                ConnectorError::transient(format!("{what}: reading the body failed: {e}"))
+                let message = format!("{what}: reading the body failed: {e}");
+                (ConnectorError::transient(message), true)
             })?
             .to_vec();
         let reply = HttpReply {
@@ -493,7 +528,7 @@ impl HttpRuntime {
                 if let Some(wait) = error.retry_after() {
                     self.embargo(wait);
                 }
-                Err(error)
+                Err((error, status >= 500))
             }
         }
     }

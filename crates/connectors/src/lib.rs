@@ -6,6 +6,7 @@
 //! connector to map and send them, and records what comes back. The worker knows nothing of
 //! any one ERP: it sees only this interface.
 
+pub mod breaker;
 pub mod custom_api;
 pub mod dynamics;
 pub mod error;
@@ -174,6 +175,8 @@ pub struct ConnectorContext {
     /// before it uses them, so no crash can lose them. `None` where nothing may be stored (a
     /// connector that must rotate then fails with a clear error rather than losing a token).
     pub credential_store: Option<Arc<dyn CredentialStore>>,
+    /// When an HTTP connector stops sending to an ERP account that keeps failing.
+    pub breaker: breaker::BreakerOptions,
 }
 
 #[async_trait]

@@ -224,6 +224,11 @@ mod tests {
 
     /// A server answering every request `429` without `Retry-After`; when each one arrived.
     async fn throttling_server() -> (url::Url, Arc<Mutex<Vec<Instant>>>) {
+        answering_server(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n").await
+    }
+
+    /// A server answering every request with `reply`; when each one arrived.
+    async fn answering_server(reply: &'static [u8]) -> (url::Url, Arc<Mutex<Vec<Instant>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url =
             url::Url::parse(&format!("http://{}/v1/x", listener.local_addr().unwrap())).unwrap();
@@ -247,8 +252,6 @@ mod tests {
                         while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
                             buffer.drain(..end + 4);
                             seen.lock().unwrap().push(Instant::now());
-                            let reply =
-                                b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n";
                             if socket.write_all(reply).await.is_err() {
                                 return;
                             }
@@ -351,6 +354,57 @@ mod tests {
             arrivals[1] - arrivals[0]
         );
         assert_eq!(gate.blocks.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_erp_outage_costs_a_handful_of_requests_not_every_record_with_its_retries() {
+        let (url, arrivals) =
+            answering_server(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        let gate = Arc::new(RecordingGate::default());
+        let options = HttpOptions {
+            min_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            ..HttpOptions::default()
+        };
+        let defaults = crate::breaker::BreakerOptions::default();
+        let trip_after = defaults.trip_after as usize;
+        let cool_off = defaults.cool_off;
+        let runtime = runtime(&gate, options);
+        // A chunk of 300 records, each sent with up to 3 in-call retries: 1,200 requests
+        // without the breaker.
+        for record in 0..300 {
+            let err = runtime.send(&get(&url)).await.unwrap_err();
+            assert!(err.is_retryable(), "record {record}: {err}");
+            if record > 1 {
+                let wait = err.retry_after().unwrap();
+                assert!(
+                    wait > cool_off - Duration::from_secs(2) && wait <= cool_off,
+                    "{wait:?}"
+                );
+            }
+        }
+        assert_eq!(arrivals.lock().unwrap().len(), trip_after);
+        // The fleet stays away for the cool-off too.
+        assert_eq!(gate.blocks.lock().unwrap().clone(), vec![(key(), cool_off)]);
+    }
+
+    #[tokio::test]
+    async fn answers_between_failures_keep_the_breaker_closed() {
+        let (url, arrivals) =
+            answering_server(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
+        let gate = Arc::new(RecordingGate::default());
+        let runtime = runtime(&gate, HttpOptions::default());
+        for _ in 0..20 {
+            let err = runtime.send(&get(&url)).await.unwrap_err();
+            assert!(!err.is_retryable(), "{err}");
+        }
+        assert_eq!(
+            arrivals.lock().unwrap().len(),
+            20,
+            "a refusal is an answer, not an outage"
+        );
+        assert!(gate.blocks.lock().unwrap().is_empty());
     }
 
     #[test]

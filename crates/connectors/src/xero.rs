@@ -1013,8 +1013,7 @@ mod tests {
             url_policy: crate::UrlPolicy {
                 allow_private_networks: true,
             },
-            rate_gate: None,
-            credential_store: None,
+            ..ConnectorContext::default()
         };
         let creds = Credentials::from_value(
             json!({"client_id": "c", "client_secret": "s", "refresh_token": "r"}),

@@ -245,12 +245,26 @@ impl Default for SchedulerSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     /// Allow connector base URLs over plain `http://` and to loopback or private addresses.
     /// Off in production (SSRF guard); on for the sandbox, tests and the demo.
     pub allow_private_networks: bool,
+    /// Consecutive failures of an ERP account (5xx, no answer) after which a worker stops
+    /// sending to it for `breaker_cool_off_secs` and hands the job back to the queue.
+    pub breaker_trip_after: u32,
+    pub breaker_cool_off_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            allow_private_networks: false,
+            breaker_trip_after: 5,
+            breaker_cool_off_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

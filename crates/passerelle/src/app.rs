@@ -59,6 +59,10 @@ pub fn connector_context(settings: &Settings) -> ConnectorContext {
         },
         rate_gate: None,
         credential_store: None,
+        breaker: passerelle_connectors::breaker::BreakerOptions {
+            trip_after: settings.http.breaker_trip_after,
+            cool_off: Duration::from_secs(settings.http.breaker_cool_off_secs),
+        },
     }
 }
 
