@@ -251,7 +251,6 @@ impl Harness {
             owner: "test-worker".into(),
             settings,
             stop: Default::default(),
-            clock: Arc::new(passerelle_core::SystemClock),
             factory: Arc::new(factory),
             recorded_keys: Default::default(),
         }
@@ -695,4 +694,49 @@ async fn draining_runs_every_waiting_job_in_process_and_dead_letters_garbage() {
             .unwrap(),
         0
     );
+}
+
+#[tokio::test]
+async fn the_scheduler_reads_what_is_due_from_the_stores_clock() {
+    let h = Harness::new("wclock", 1, SyncDirection::Export).await;
+    sqlx::query(
+        "UPDATE integrations SET sync_frequency = 'hourly', next_sync_at = now() + interval '1 hour' WHERE id = $1",
+    )
+    .bind(h.integration.id)
+    .execute(h.db.store.pool())
+    .await
+    .unwrap();
+    let slot =
+        h.db.store
+            .integration(h.integration.id)
+            .await
+            .unwrap()
+            .next_sync_at
+            .unwrap();
+    let clock = passerelle_core::ManualClock::new(chrono::Utc::now());
+    let store = h.db.store.clone().with_clock(Arc::new(clock.clone()));
+    let (_, factory) = scripted(Script::Honest);
+    let ctx = h.context(factory, None).await;
+    let tick = passerelle::scheduler::tick(&ctx.settings, &store, &ctx.publisher)
+        .await
+        .unwrap();
+    assert_eq!(tick.enqueued, 0, "not due yet by the clock");
+    clock.advance(chrono::Duration::minutes(61));
+    let tick = passerelle::scheduler::tick(&ctx.settings, &store, &ctx.publisher)
+        .await
+        .unwrap();
+    assert_eq!(tick.enqueued, 1);
+    let runs = store
+        .runs_for_integration(h.integration.id, 5)
+        .await
+        .unwrap();
+    assert_eq!(runs[0].scheduled_for, Some(slot));
+    // The next slot counts from this one, an hour on: schedules do not drift.
+    let next = store
+        .integration(h.integration.id)
+        .await
+        .unwrap()
+        .next_sync_at
+        .unwrap();
+    assert_eq!(next - slot, chrono::Duration::hours(1));
 }

@@ -1,5 +1,6 @@
-//! The one source of "now". Roles use [`SystemClock`]; tests that need to move time (schedules,
-//! lease expiry) use [`ManualClock`].
+//! The one source of "now" in Rust code (the store carries it: `Store::now`). Roles use
+//! [`SystemClock`]; tests that need to move time (schedules, waits) use [`ManualClock`].
+//! Leases are timed by the database's clock instead, which every worker shares.
 
 use chrono::{DateTime, Duration, Utc};
 use std::sync::{Arc, Mutex};

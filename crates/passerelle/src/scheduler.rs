@@ -90,7 +90,7 @@ async fn claim_and_publish(
 ) -> anyhow::Result<usize> {
     let mut enqueued = 0;
     loop {
-        let now = chrono::Utc::now();
+        let now = store.now();
         let runs = store
             .claim_due_runs(now, batch, || TraceParent::new_root().trace_id)
             .await?;

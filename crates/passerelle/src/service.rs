@@ -167,7 +167,7 @@ pub async fn update(
         patch.sync_inventory = Some(entities.contains(&Entity::Inventory));
     }
     Ok(store
-        .update_integration(vault, id, patch, chrono::Utc::now())
+        .update_integration(vault, id, patch, store.now())
         .await?)
 }
 
@@ -181,7 +181,7 @@ pub async fn set_status(
         ..Default::default()
     };
     Ok(store
-        .update_integration(None, id, patch, chrono::Utc::now())
+        .update_integration(None, id, patch, store.now())
         .await?)
 }
 

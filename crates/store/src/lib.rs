@@ -1,8 +1,9 @@
 //! Postgres access for every Passerelle role: migrations, integrations and their counters,
 //! logs, ID mappings, sync runs and vault rotation.
 //!
-//! This crate owns all SQL. It knows nothing of RabbitMQ or of any one ERP; callers pass in
-//! the current time (from their [`passerelle_core::Clock`]) wherever a decision depends on it.
+//! This crate owns all SQL. It knows nothing of RabbitMQ or of any one ERP. Time comes from
+//! one clock, [`Store::now`] (a [`passerelle_core::Clock`] that tests can move), or, for
+//! leases, from the database's `now()`, which every worker shares.
 
 pub mod demo;
 pub mod integrations;
@@ -17,6 +18,7 @@ pub mod statistics;
 pub mod sync;
 
 use passerelle_core::vault::VaultError;
+use passerelle_core::{Clock, SystemClock};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
@@ -72,6 +74,10 @@ pub enum StoreError {
 pub struct Store {
     pool: PgPool,
     statistics: std::sync::Arc<statistics::StatisticsKeeper>,
+    /// "Now" for every decision made in Rust (schedules, counters' timestamps, waits); the
+    /// system clock except in tests. Leases and intents are timed by the database's `now()`,
+    /// the one clock every worker shares.
+    clock: std::sync::Arc<dyn Clock>,
 }
 
 impl Store {
@@ -95,7 +101,19 @@ impl Store {
         Self {
             pool,
             statistics: Default::default(),
+            clock: std::sync::Arc::new(SystemClock),
         }
+    }
+
+    /// The same store reading time from `clock` (tests move it to reach a schedule).
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The current time, from the store's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 
     pub fn pool(&self) -> &PgPool {

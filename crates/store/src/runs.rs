@@ -375,7 +375,7 @@ impl Store {
             lease.integration_id,
             success,
             error,
-            Utc::now(),
+            self.now(),
             error_after,
         )
         .await?;
@@ -469,7 +469,7 @@ impl Store {
                 run.integration_id,
                 false,
                 run.error.as_deref(),
-                Utc::now(),
+                self.now(),
                 error_after,
             )
             .await?;

@@ -204,9 +204,7 @@ pub async fn run(
             })?;
         }
         IntegrationsCommand::Delete { id } => {
-            let deleted = store
-                .soft_delete_integration(id, chrono::Utc::now())
-                .await?;
+            let deleted = store.soft_delete_integration(id, store.now()).await?;
             output::emit(format, &view(&deleted), || {
                 format!("deleted integration {id} (logs and mappings are kept)\n")
             })?;

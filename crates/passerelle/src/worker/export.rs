@@ -582,6 +582,6 @@ async fn commit(
     };
     step.ctx
         .store
-        .commit_chunk(chunk, step.ctx.clock.now())
+        .commit_chunk(chunk, step.ctx.store.now())
         .await
 }

@@ -147,7 +147,7 @@ pub(super) async fn run_step(
             skipped,
             failed,
         };
-        chunk_tx.commit(chunk, step.ctx.clock.now()).await?;
+        chunk_tx.commit(chunk, step.ctx.store.now()).await?;
         if done {
             return Ok(StepEnd::Complete);
         }

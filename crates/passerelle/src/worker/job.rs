@@ -3,7 +3,6 @@
 use super::{export, import};
 use futures::FutureExt;
 use passerelle_connectors::{Connector, ConnectorContext, ConnectorError, Disposition};
-use passerelle_core::Clock;
 use passerelle_core::config::Settings;
 use passerelle_core::job::{Continuation, Step, SyncJob, TraceParent};
 use passerelle_core::vault::Vault;
@@ -30,9 +29,6 @@ pub struct JobContext {
     pub settings: Settings,
     /// Cancelled at shutdown: jobs stop at the next chunk boundary and yield.
     pub stop: CancellationToken,
-    /// Where "now" comes from for every decision the worker makes itself (leases use the
-    /// database's clock, which every worker shares).
-    pub clock: Arc<dyn Clock>,
     /// Builds the connector of an integration: the ERP connectors in production; a test may
     /// hand in its own to prove how the worker treats a misbehaving one.
     pub factory: Arc<dyn ConnectorFactory>,
@@ -543,7 +539,7 @@ async fn retry_later(
         .topology()
         .retry_delay(attempt, error.retry_after());
     let resume_at =
-        ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        ctx.store.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     match ctx
         .store
         .requeue_run(lease, attempt, Some(&message), Some(resume_at))

@@ -59,7 +59,6 @@ pub async fn run(
         owner: identity.clone(),
         settings: settings.clone(),
         stop: shutdown.child_token(),
-        clock: Arc::new(passerelle_core::SystemClock),
         factory: Arc::new(job::ErpConnectors),
         recorded_keys: Default::default(),
     });
@@ -204,7 +203,7 @@ pub async fn handle_delivery(ctx: &JobContext, delivery: JobDelivery) {
     let job = delivery.job.clone();
     // Still inside a wait the ERP asked for (longer than one delay tier): go round again.
     if let Some(not_before) = job.not_before {
-        let remaining = (not_before - ctx.clock.now()).to_std().ok();
+        let remaining = (not_before - ctx.store.now()).to_std().ok();
         if let Some(remaining) = remaining.filter(|r| !r.is_zero()) {
             if let Err(e) = delivery.retry_in(&job, remaining).await {
                 warn!(error = %e, "cannot send a waiting job round the delay tiers; it will be redelivered");
