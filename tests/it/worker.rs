@@ -740,3 +740,72 @@ async fn the_scheduler_reads_what_is_due_from_the_stores_clock() {
         .unwrap();
     assert_eq!(next - slot, chrono::Duration::hours(1));
 }
+
+fn product(external_id: &str, sku: &str, currency: Option<&str>) -> ImportedRecord {
+    ImportedRecord {
+        external_id: external_id.into(),
+        updated_at: None,
+        deleted: false,
+        data: Some(passerelle_core::platform::ImportedData::Product {
+            sku: sku.into(),
+            name: format!("Product {external_id}"),
+            description: None,
+            price: rust_decimal::Decimal::new(1250, 2),
+            currency: currency.map(str::to_owned),
+            active: true,
+        }),
+        raw: serde_json::json!({"id": external_id, "sku": sku}),
+    }
+}
+
+#[tokio::test]
+async fn an_imported_page_lands_each_record_on_its_own_key_and_flags_two_on_one_row() {
+    let h = Harness::new("wpage", 1, SyncDirection::Import).await;
+    // The seeded product SKU-00001 is priced in EUR; make it GBP to see it kept.
+    sqlx::query("UPDATE platform.products SET currency = 'GBP' WHERE sku = 'SKU-00001'")
+        .execute(h.db.store.pool())
+        .await
+        .unwrap();
+    let (connector, factory) = scripted(Script::Honest);
+    *connector.import.lock().unwrap() = Some(ImportPage {
+        records: vec![
+            product("E-NEW", "NEW-1", Some("USD")),
+            product("E-OLD", "SKU-00001", None),
+            product("E-DUP", "NEW-1", Some("CHF")),
+        ],
+        rejected: Vec::new(),
+        next_page: None,
+    });
+    let ctx = h.context(factory, None).await;
+    let job = SyncJob {
+        entities: vec![Entity::Product],
+        ..h.job().await
+    };
+    run_job(&ctx, &job, &TraceParent::new_root()).await;
+    let run = h.db.store.run(job.run_id).await.unwrap().unwrap();
+    assert_eq!((run.records_synced, run.records_failed), (2, 1), "{run:?}");
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT sku, currency, name FROM platform.products WHERE tenant_id = $1 ORDER BY sku",
+    )
+    .bind(h.tenant)
+    .fetch_all(h.db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("NEW-1".into(), "USD".into(), "Product E-NEW".into()),
+            ("SKU-00001".into(), "GBP".into(), "Product E-OLD".into()),
+        ],
+        "the first record of a key wins; a record without a currency keeps the row's"
+    );
+    let mapped: Vec<(String, String)> = sqlx::query_as(
+        "SELECT external_id, internal_id FROM integration_mappings WHERE integration_id = $1 ORDER BY external_id",
+    )
+    .bind(h.integration.id)
+    .fetch_all(h.db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(mapped.len(), 2, "{mapped:?}");
+    assert!(mapped.iter().all(|(e, _)| e != "E-DUP"), "{mapped:?}");
+}

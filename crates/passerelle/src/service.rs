@@ -120,13 +120,7 @@ pub async fn create(
         new.sync_invoices = entities.contains(&Entity::Invoice);
         new.sync_inventory = entities.contains(&Entity::Inventory);
     }
-    let tenant_exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM platform.tenants WHERE id = $1)")
-            .bind(tenant_id)
-            .fetch_one(store.pool())
-            .await
-            .map_err(StoreError::from)?;
-    if !tenant_exists {
+    if !store.tenant_exists(tenant_id).await? {
         return Err(ServiceError::Invalid(format!(
             "tenant {tenant_id} does not exist"
         )));
@@ -238,12 +232,7 @@ pub async fn test(
         None => integration,
     };
     if let Err(message) = &result {
-        sqlx::query("UPDATE integrations SET last_error = $2 WHERE id = $1")
-            .bind(id)
-            .bind(message)
-            .execute(store.pool())
-            .await
-            .map_err(StoreError::from)?;
+        store.set_last_error(id, message).await?;
     }
     Ok((integration, result))
 }

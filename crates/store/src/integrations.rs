@@ -223,6 +223,26 @@ impl Store {
     }
 
     /// An integration by id, including soft-deleted ones.
+    /// Whether the platform has this tenant.
+    pub async fn tenant_exists(&self, tenant_id: i64) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM platform.tenants WHERE id = $1)")
+                .bind(tenant_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records why the integration's last check (a connection test) failed.
+    pub async fn set_last_error(&self, id: i64, message: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE integrations SET last_error = $2 WHERE id = $1")
+            .bind(id)
+            .bind(message)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn integration(&self, id: i64) -> Result<Integration, StoreError> {
         sqlx::query_as::<_, Integration>("SELECT * FROM integrations WHERE id = $1")
             .bind(id)
