@@ -6,6 +6,7 @@
 //! leases, from the database's `now()`, which every worker shares.
 
 pub mod demo;
+pub mod imports;
 pub mod integrations;
 pub mod keys;
 pub mod limiter;
