@@ -142,74 +142,14 @@ impl StepContext<'_> {
 
 pub async fn run_job(ctx: &JobContext, job: &SyncJob, trace: &TraceParent) -> JobOutcome {
     let ttl = ctx.settings.worker.lease_ttl();
-    let owner = format!(
-        "{}/{}",
-        ctx.owner,
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let began = match ctx
-        .store
-        .begin_run(job.run_id, &owner, ttl, job.attempt)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => return infrastructure_retry(ctx, job, &e).await,
-    };
-    let (run, integration) = match began {
-        BeginOutcome::Started(started) => *started,
-        BeginOutcome::Missing => {
-            warn!("run not found (its integration was deleted?); dropping the message");
-            return JobOutcome::Done;
-        }
-        BeginOutcome::AlreadyFinished(run) => {
-            info!(status = %run.status, "run already finished; duplicate delivery dropped");
-            return JobOutcome::Done;
-        }
-        BeginOutcome::Cancelled(_) => {
-            info!("integration no longer active; run cancelled");
-            return JobOutcome::Done;
-        }
-        BeginOutcome::Busy {
-            holder_run,
-            expires_in,
-        } => {
-            info!(%holder_run, "integration busy with another sync; retrying later");
-            // Not a failure of this run: the attempt count stays.
-            return JobOutcome::Retry {
-                job: job.clone(),
-                delay: expires_in.max(Duration::from_secs(1)),
-            };
-        }
-    };
-    let lease = LeaseToken {
-        integration_id: integration.id,
-        run_id: run.id,
-        owner,
+    let (integration, lease) = match start(ctx, job, ttl).await {
+        Ok(started) => started,
+        Err(outcome) => return outcome,
     };
     info!(trace_id = %trace.trace_id, "run started");
-
     // Heartbeats keep the lease while a slow ERP call is in flight; a lost lease stops us.
     let lost = CancellationToken::new();
-    let heartbeat = {
-        let store = ctx.store.clone();
-        let lease = lease.clone();
-        let lost = lost.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(ttl / 3);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match store.heartbeat(&lease, ttl).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        lost.cancel();
-                        return;
-                    }
-                    Err(e) => warn!(error = %e, "heartbeat failed; will try again"),
-                }
-            }
-        })
-    };
+    let heartbeat = spawn_heartbeat(ctx.store.clone(), lease.clone(), ttl, lost.clone());
     let outcome = tokio::select! {
         // Biased: when the steps have finished (and released the lease themselves), their
         // outcome wins over a heartbeat that just found the lease gone.
@@ -222,6 +162,87 @@ pub async fn run_job(ctx: &JobContext, job: &SyncJob, trace: &TraceParent) -> Jo
     };
     heartbeat.abort();
     outcome
+}
+
+/// Takes the integration's lease for the run, or says what to do with the message instead.
+async fn start(
+    ctx: &JobContext,
+    job: &SyncJob,
+    ttl: Duration,
+) -> Result<(Integration, LeaseToken), JobOutcome> {
+    // Each execution has its own owner name, so two deliveries of one run in one process
+    // are as exclusive as in two processes.
+    let owner = format!(
+        "{}/{}",
+        ctx.owner,
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let began = match ctx
+        .store
+        .begin_run(job.run_id, &owner, ttl, job.attempt)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => return Err(infrastructure_retry(ctx, job, &e).await),
+    };
+    match began {
+        BeginOutcome::Started(started) => {
+            let (run, integration) = *started;
+            let lease = LeaseToken {
+                integration_id: integration.id,
+                run_id: run.id,
+                owner,
+            };
+            Ok((integration, lease))
+        }
+        BeginOutcome::Missing => {
+            warn!("run not found (its integration was deleted?); dropping the message");
+            Err(JobOutcome::Done)
+        }
+        BeginOutcome::AlreadyFinished(run) => {
+            info!(status = %run.status, "run already finished; duplicate delivery dropped");
+            Err(JobOutcome::Done)
+        }
+        BeginOutcome::Cancelled(_) => {
+            info!("integration no longer active; run cancelled");
+            Err(JobOutcome::Done)
+        }
+        BeginOutcome::Busy {
+            holder_run,
+            expires_in,
+        } => {
+            info!(%holder_run, "integration busy with another sync; retrying later");
+            // Not a failure of this run: the attempt count stays.
+            Err(JobOutcome::Retry {
+                job: job.clone(),
+                delay: expires_in.max(Duration::from_secs(1)),
+            })
+        }
+    }
+}
+
+/// Renews the lease every third of its time to live; cancels `lost` when it was taken over.
+fn spawn_heartbeat(
+    store: Store,
+    lease: LeaseToken,
+    ttl: Duration,
+    lost: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ttl / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match store.heartbeat(&lease, ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    lost.cancel();
+                    return;
+                }
+                Err(e) => warn!(error = %e, "heartbeat failed; will try again"),
+            }
+        }
+    })
 }
 
 /// The text of a panic's payload, for the run's error (bounded: a payload is not a place
@@ -263,48 +284,19 @@ async fn run_steps(
 ) -> JobOutcome {
     let fail =
         |message: String, flag: bool| finish(ctx, lease, RunStatus::Failed, Some(message), flag);
-    let credentials = match open_credentials(ctx, integration).await {
+    let connector = match connector_for(ctx, job, integration, lease).await {
         Ok(c) => c,
-        Err(Unopened::Retry(error)) => {
-            let continuation = job.continuation.clone().unwrap_or_default();
-            return retry_later(ctx, job, lease, &continuation, error).await;
-        }
-        Err(Unopened::Blame(message)) => return fail(message, true).await,
-        Err(Unopened::Store(e)) => return infrastructure_retry_started(ctx, job, lease, &e).await,
+        Err(outcome) => return outcome,
     };
-    // Rotated credentials are stored under this run's lease.
-    let connector_ctx = passerelle_connectors::ConnectorContext {
-        credential_store: Some(std::sync::Arc::new(
-            super::credentials::LeasedCredentialStore {
-                store: ctx.store.clone(),
-                vault: ctx.vault.clone(),
-                integration: integration.clone(),
-                lease: lease.clone(),
-            },
-        )),
-        ..ctx.connectors.clone()
-    };
-    let connector = match ctx
-        .factory
-        .build(integration, credentials.as_ref(), &connector_ctx)
-    {
-        Ok(c) => c,
-        Err(e) => {
-            let flag = e.disposition() == Disposition::FailRunAndFlag;
-            return fail(e.to_string(), flag).await;
-        }
-    };
-    let steps = plan(job, integration, connector.as_ref());
-    let deadline = Instant::now() + ctx.settings.worker.time_budget();
-    let mut continuation = job.continuation.clone().unwrap_or_default();
     let step_ctx = StepContext {
         ctx,
         integration,
         connector: &connector,
         lease,
-        deadline,
+        deadline: Instant::now() + ctx.settings.worker.time_budget(),
     };
-    for step in steps {
+    let mut continuation = job.continuation.clone().unwrap_or_default();
+    for step in plan(job, integration, connector.as_ref()) {
         if continuation.completed.contains(&step) {
             continue;
         }
@@ -323,40 +315,104 @@ async fn run_steps(
         };
         match end {
             StepEnd::Complete => continuation.completed.push(step),
-            StepEnd::Yield => {
-                continuation.segment += 1;
-                let mut next = job.clone();
-                next.continuation = Some(continuation);
-                match ctx.store.requeue_run(lease, job.attempt, None, None).await {
-                    Ok(()) => {}
-                    Err(StoreError::LeaseLost { .. }) => {
-                        return lease_lost(job, ctx.settings.worker.lease_ttl());
-                    }
-                    Err(e) => return infrastructure_retry(ctx, job, &e).await,
-                }
-                info!(
-                    segment = next.continuation.as_ref().map_or(0, |c| c.segment),
-                    "run yielded; its continuation goes back to the queue"
-                );
-                return JobOutcome::Continue { job: next };
-            }
+            StepEnd::Yield => return yielded(ctx, job, lease, continuation).await,
             StepEnd::Retry { error } => {
                 return retry_later(ctx, job, lease, &continuation, error).await;
             }
             StepEnd::Fail { error, flag } => return fail(error, flag).await,
         }
     }
-    let status = match ctx.store.run(lease.run_id).await {
-        Ok(Some(run)) if run.records_failed > 0 => RunStatus::Partial,
-        Ok(_) => RunStatus::Succeeded,
+    completed(ctx, job, lease).await
+}
+
+/// Opens the credentials and builds the connector, or ends the run the way the failure
+/// says (retried elsewhere, failed, failed and flagged).
+async fn connector_for(
+    ctx: &JobContext,
+    job: &SyncJob,
+    integration: &Integration,
+    lease: &LeaseToken,
+) -> Result<Arc<dyn Connector>, JobOutcome> {
+    let fail =
+        |message: String, flag: bool| finish(ctx, lease, RunStatus::Failed, Some(message), flag);
+    let credentials = match open_credentials(ctx, integration).await {
+        Ok(c) => c,
+        Err(Unopened::Retry(error)) => {
+            let continuation = job.continuation.clone().unwrap_or_default();
+            return Err(retry_later(ctx, job, lease, &continuation, error).await);
+        }
+        Err(Unopened::Blame(message)) => return Err(fail(message, true).await),
+        Err(Unopened::Store(e)) => {
+            return Err(infrastructure_retry_started(ctx, job, lease, &e).await);
+        }
+    };
+    // Rotated credentials are stored under this run's lease.
+    let connector_ctx = passerelle_connectors::ConnectorContext {
+        credential_store: Some(std::sync::Arc::new(
+            super::credentials::LeasedCredentialStore {
+                store: ctx.store.clone(),
+                vault: ctx.vault.clone(),
+                integration: integration.clone(),
+                lease: lease.clone(),
+            },
+        )),
+        ..ctx.connectors.clone()
+    };
+    match ctx
+        .factory
+        .build(integration, credentials.as_ref(), &connector_ctx)
+    {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let flag = e.disposition() == Disposition::FailRunAndFlag;
+            Err(fail(e.to_string(), flag).await)
+        }
+    }
+}
+
+/// The time budget is used up (or the worker is stopping): the run goes back to `queued`
+/// and its continuation, listing the steps done, to the queue.
+async fn yielded(
+    ctx: &JobContext,
+    job: &SyncJob,
+    lease: &LeaseToken,
+    mut continuation: Continuation,
+) -> JobOutcome {
+    continuation.segment += 1;
+    let mut next = job.clone();
+    next.continuation = Some(continuation);
+    match ctx.store.requeue_run(lease, job.attempt, None, None).await {
+        Ok(()) => {}
+        Err(StoreError::LeaseLost { .. }) => {
+            return lease_lost(job, ctx.settings.worker.lease_ttl());
+        }
+        Err(e) => return infrastructure_retry(ctx, job, &e).await,
+    }
+    info!(
+        segment = next.continuation.as_ref().map_or(0, |c| c.segment),
+        "run yielded; its continuation goes back to the queue"
+    );
+    JobOutcome::Continue { job: next }
+}
+
+/// Every step is done: the run ends `succeeded`, or `partial` when the ERP refused records.
+async fn completed(ctx: &JobContext, job: &SyncJob, lease: &LeaseToken) -> JobOutcome {
+    let run = match ctx.store.run(lease.run_id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => {
+            warn!("the run was deleted while it ran (its integration was deleted?)");
+            return JobOutcome::Done;
+        }
         Err(e) => return infrastructure_retry_started(ctx, job, lease, &e).await,
     };
-    let summary = match ctx.store.run(lease.run_id).await {
-        Ok(Some(run)) if run.records_failed > 0 => Some(format!(
+    let (status, summary) = if run.records_failed > 0 {
+        let summary = format!(
             "{} record(s) were rejected by the ERP; see the failed logs",
             run.records_failed
-        )),
-        _ => None,
+        );
+        (RunStatus::Partial, Some(summary))
+    } else {
+        (RunStatus::Succeeded, None)
     };
     finish(ctx, lease, status, summary, false).await
 }
