@@ -4,7 +4,7 @@ use crate::{app, output};
 use anyhow::Context as _;
 use passerelle_core::IntegrationStatus;
 use passerelle_core::config::Settings;
-use passerelle_store::Integration;
+use passerelle_store::{Integration, Store};
 use std::process::ExitCode;
 
 /// Reads a JSON argument: inline JSON, or `@path` to a file holding it.
@@ -85,6 +85,25 @@ fn describe(i: &Integration) -> String {
     )
 }
 
+/// The key ring, when configured: only commands that seal or open credentials need it.
+struct Keys(Result<passerelle_core::vault::Vault, passerelle_core::vault::VaultError>);
+
+impl Keys {
+    fn need(&self) -> anyhow::Result<&passerelle_core::vault::Vault> {
+        self.0.as_ref().map_err(|e| {
+            anyhow::anyhow!("this command stores or reads credentials and needs the vault key ring ([vault] in the configuration): {e}")
+        })
+    }
+
+    /// The vault when `credentials` are given, else none (and none needed).
+    fn for_credentials(
+        &self,
+        input: &service::FieldsInput,
+    ) -> anyhow::Result<Option<&passerelle_core::vault::Vault>> {
+        input.credentials.as_ref().map(|_| self.need()).transpose()
+    }
+}
+
 pub async fn run(
     settings: &Settings,
     command: IntegrationsCommand,
@@ -92,27 +111,18 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let store = super::connect(settings).await?;
     let ctx = app::connector_context(settings);
-    // Only commands that seal or open credentials need the key ring.
-    let vault = settings
-        .vault
-        .key_ring()
-        .map(passerelle_core::vault::Vault::new);
-    let need_vault = || {
-        vault.as_ref().map_err(|e| {
-            anyhow::anyhow!("this command stores or reads credentials and needs the vault key ring ([vault] in the configuration): {e}")
-        })
-    };
+    let keys = Keys(
+        settings
+            .vault
+            .key_ring()
+            .map(passerelle_core::vault::Vault::new),
+    );
     match command {
         IntegrationsCommand::Create(args) => {
             let input = fields(&args.fields)?;
-            let vault_ref = if input.credentials.is_some() {
-                Some(need_vault()?)
-            } else {
-                None
-            };
             let created = service::create(
                 &store,
-                vault_ref,
+                keys.for_credentials(&input)?,
                 &ctx,
                 args.tenant,
                 &args.name,
@@ -127,78 +137,12 @@ pub async fn run(
                 )
             })?;
         }
-        IntegrationsCommand::List { tenant } => {
-            let list = store.list_integrations(tenant, None, None).await?;
-            let views: Vec<_> = list.iter().map(view).collect();
-            output::emit(format, &views, || {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|i| {
-                        vec![
-                            i.id.to_string(),
-                            i.tenant_id.to_string(),
-                            i.name.clone(),
-                            i.integration_type.to_string(),
-                            i.status.to_string(),
-                            i.sync_frequency.to_string(),
-                            i.last_sync_at
-                                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                                .unwrap_or_else(|| "-".into()),
-                            format!("{:.1}%", i.success_rate()),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &[
-                        "ID",
-                        "TENANT",
-                        "NAME",
-                        "TYPE",
-                        "STATUS",
-                        "FREQUENCY",
-                        "LAST SYNC",
-                        "SUCCESS",
-                    ],
-                    &rows,
-                )
-            })?;
-        }
-        IntegrationsCommand::Show { id } => {
-            let i = store.integration(id).await?;
-            let runs = store.runs_for_integration(id, 5).await?;
-            let mut v = view(&i);
-            if let Some(obj) = v.as_object_mut() {
-                obj.insert("recent_runs".into(), serde_json::to_value(&runs)?);
-            }
-            output::emit(format, &v, || {
-                let mut out = describe(&i);
-                for r in &runs {
-                    out.push_str(&format!(
-                        "run           {} {} {} synced {} skipped {} failed {}{}\n",
-                        r.id,
-                        r.trigger,
-                        r.status,
-                        r.records_synced,
-                        r.records_skipped,
-                        r.records_failed,
-                        r.error
-                            .as_deref()
-                            .map(|e| format!(" ({e})"))
-                            .unwrap_or_default()
-                    ));
-                }
-                out
-            })?;
-        }
+        IntegrationsCommand::List { tenant } => list(&store, tenant, format).await?,
+        IntegrationsCommand::Show { id } => show(&store, id, format).await?,
         IntegrationsCommand::Update(args) => {
             let input = fields(&args.fields)?;
-            let vault_ref = if input.credentials.is_some() {
-                Some(need_vault()?)
-            } else {
-                None
-            };
-            let updated =
-                service::update(&store, vault_ref, &ctx, args.id, args.name, &input).await?;
+            let vault = keys.for_credentials(&input)?;
+            let updated = service::update(&store, vault, &ctx, args.id, args.name, &input).await?;
             output::emit(format, &view(&updated), || {
                 format!("updated integration {}\n", updated.id)
             })?;
@@ -221,30 +165,102 @@ pub async fn run(
             })?;
         }
         IntegrationsCommand::Test { id } => {
-            let vault = need_vault()?;
-            let (integration, result) = service::test(&store, vault, &ctx, id).await?;
-            let ok = result.is_ok();
-            let value = match &result {
-                Ok(t) => {
-                    serde_json::json!({"success": true, "message": t.message, "response_time_ms": t.response_time_ms, "status": integration.status})
-                }
-                Err(e) => {
-                    serde_json::json!({"success": false, "error": e, "status": integration.status})
-                }
-            };
-            output::emit(format, &value, || match &result {
-                Ok(t) => format!(
-                    "connection OK in {} ms: {}; status {}\n",
-                    t.response_time_ms, t.message, integration.status
-                ),
-                Err(e) => format!("connection FAILED: {e}; status {}\n", integration.status),
-            })?;
-            return Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
+            return test(&store, keys.need()?, &ctx, id, format).await;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn list(store: &Store, tenant: Option<i64>, format: OutputFormat) -> anyhow::Result<()> {
+    let list = store.list_integrations(tenant, None, None).await?;
+    let views: Vec<_> = list.iter().map(view).collect();
+    output::emit(format, &views, || {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|i| {
+                vec![
+                    i.id.to_string(),
+                    i.tenant_id.to_string(),
+                    i.name.clone(),
+                    i.integration_type.to_string(),
+                    i.status.to_string(),
+                    i.sync_frequency.to_string(),
+                    i.last_sync_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    format!("{:.1}%", i.success_rate()),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "ID",
+                "TENANT",
+                "NAME",
+                "TYPE",
+                "STATUS",
+                "FREQUENCY",
+                "LAST SYNC",
+                "SUCCESS",
+            ],
+            &rows,
+        )
+    })
+}
+
+async fn show(store: &Store, id: i64, format: OutputFormat) -> anyhow::Result<()> {
+    let i = store.integration(id).await?;
+    let runs = store.runs_for_integration(id, 5).await?;
+    let mut v = view(&i);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("recent_runs".into(), serde_json::to_value(&runs)?);
+    }
+    output::emit(format, &v, || {
+        let mut out = describe(&i);
+        for r in &runs {
+            out.push_str(&format!(
+                "run           {} {} {} synced {} skipped {} failed {}{}\n",
+                r.id,
+                r.trigger,
+                r.status,
+                r.records_synced,
+                r.records_skipped,
+                r.records_failed,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        out
+    })
+}
+
+/// The seed's test button; exits 1 when the connection failed.
+async fn test(
+    store: &Store,
+    vault: &passerelle_core::vault::Vault,
+    ctx: &passerelle_connectors::ConnectorContext,
+    id: i64,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let (integration, result) = service::test(store, vault, ctx, id).await?;
+    let value = match &result {
+        Ok(t) => {
+            serde_json::json!({"success": true, "message": t.message, "response_time_ms": t.response_time_ms, "status": integration.status})
+        }
+        Err(e) => serde_json::json!({"success": false, "error": e, "status": integration.status}),
+    };
+    output::emit(format, &value, || match &result {
+        Ok(t) => format!(
+            "connection OK in {} ms: {}; status {}\n",
+            t.response_time_ms, t.message, integration.status
+        ),
+        Err(e) => format!("connection FAILED: {e}; status {}\n", integration.status),
+    })?;
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
