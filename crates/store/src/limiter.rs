@@ -126,139 +126,35 @@ impl Store {
         });
         ordered.dedup_by(|a, b| a.connector == b.connector && a.account == b.account);
         let mut tx = self.pool.begin().await?;
-        let mut rows = Vec::with_capacity(ordered.len());
-        for limit in &ordered {
-            sqlx::query(
-                "INSERT INTO rate_limits (connector_type, account_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(limit.connector)
-            .bind(limit.account)
-            .execute(&mut *tx)
-            .await?;
-            // The row lock serialises admissions for one account across the fleet. It is
-            // taken in a statement of its own: under READ COMMITTED the next statement's
-            // snapshot then sees every permit committed by the admissions we waited for.
-            sqlx::query(
-                "SELECT 1 FROM rate_limits WHERE connector_type = $1 AND account_key = $2 FOR UPDATE",
-            )
-            .bind(limit.connector)
-            .bind(limit.account)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for limit in &ordered {
-            let row = sqlx::query_as::<_, LimitRow>(
-                "WITH l AS (SELECT * FROM rate_limits WHERE connector_type = $1 AND account_key = $2)
-                 SELECT clock_timestamp() AS now, l.next_slot_at, l.day_started_on, l.day_count, l.blocked_until,
-                        (SELECT count(*) FROM rate_limit_permits p
-                          WHERE p.connector_type = $1 AND p.account_key = $2 AND p.expires_at > clock_timestamp()) AS in_flight,
-                        (SELECT min(p.expires_at) FROM rate_limit_permits p
-                          WHERE p.connector_type = $1 AND p.account_key = $2 AND p.expires_at > clock_timestamp()) AS soonest_permit_end
-                   FROM l",
-            )
-            .bind(limit.connector)
-            .bind(limit.account)
-            .fetch_one(&mut *tx)
-            .await?;
-            rows.push(row);
-        }
-        // One clock for the whole decision: the latest reading.
-        let now = rows.iter().map(|r| r.now).max().unwrap_or_else(Utc::now);
-        let today = now.date_naive();
-        let wait = |retry_in: chrono::Duration, reason| Admission::Wait {
-            retry_in: to_std(retry_in),
-            reason,
-        };
-        let day_counts: Vec<i32> = rows
-            .iter()
-            .map(|r| {
-                if r.day_started_on < today {
-                    0
-                } else {
-                    r.day_count
-                }
-            })
-            .collect();
-        for ((limit, row), day_count) in ordered.iter().zip(&rows).zip(&day_counts) {
-            if let Some(per_day) = limit.spec.per_day
-                && *day_count >= i32::try_from(per_day).unwrap_or(i32::MAX)
-            {
+        lock_accounts(&mut tx, &ordered).await?;
+        let rows = read_accounts(&mut tx, &ordered).await?;
+        match decide(&ordered, &rows, max_wait) {
+            Decision::Wait(admission) => {
                 tx.rollback().await?;
-                let midnight = (today + chrono::Days::new(1))
-                    .and_hms_opt(0, 0, 0)
-                    .map(|t| t.and_utc())
-                    .unwrap_or(now);
-                return Ok(wait(midnight - now, WaitReason::DailyQuota));
+                Ok(admission)
             }
-            if let Some(cap) = limit.spec.concurrency
-                && row.in_flight >= i64::from(cap)
-            {
-                tx.rollback().await?;
-                let retry = row
-                    .soonest_permit_end
-                    .map_or(chrono::Duration::milliseconds(50), |end| {
-                        (end - now).min(chrono::Duration::milliseconds(50))
-                    });
-                return Ok(wait(retry, WaitReason::Concurrency));
-            }
-        }
-        let blocked = rows
-            .iter()
-            .filter_map(|r| r.blocked_until.filter(|b| *b > now))
-            .max();
-        let start = rows
-            .iter()
-            .map(|r| r.next_slot_at)
-            .chain([now])
-            .chain(blocked)
-            .max()
-            .unwrap_or(now);
-        if to_std(start - now) > max_wait {
-            tx.rollback().await?;
-            let reason = if blocked == Some(start) {
-                WaitReason::Blocked
-            } else {
-                WaitReason::Pace
-            };
-            return Ok(wait(start - now, reason));
-        }
-        let mut permits = Vec::new();
-        for (limit, day_count) in ordered.iter().zip(&day_counts) {
-            let interval = chrono::Duration::from_std(limit.spec.interval).unwrap_or_default();
-            sqlx::query(
-                "UPDATE rate_limits SET next_slot_at = $3, day_started_on = $4, day_count = $5, updated_at = $6
-                  WHERE connector_type = $1 AND account_key = $2",
-            )
-            .bind(limit.connector)
-            .bind(limit.account)
-            .bind(start + interval)
-            .bind(today)
-            .bind(day_count + 1)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if limit.spec.concurrency.is_some() {
-                let id = Uuid::now_v7();
-                sqlx::query(
-                    "INSERT INTO rate_limit_permits (id, connector_type, account_key, holder, acquired_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+            Decision::Start {
+                now,
+                start,
+                day_counts,
+            } => {
+                let permits = take_slots(
+                    &mut tx,
+                    &ordered,
+                    &day_counts,
+                    now,
+                    start,
+                    holder,
+                    permit_ttl,
                 )
-                .bind(id)
-                .bind(limit.connector)
-                .bind(limit.account)
-                .bind(holder)
-                .bind(now)
-                .bind(start + chrono::Duration::from_std(permit_ttl).unwrap_or_default())
-                .execute(&mut *tx)
                 .await?;
-                permits.push(id);
+                tx.commit().await?;
+                Ok(Admission::Granted {
+                    start_in: to_std(start - now),
+                    permits,
+                })
             }
         }
-        tx.commit().await?;
-        Ok(Admission::Granted {
-            start_in: to_std(start - now),
-            permits,
-        })
     }
 
     /// Gives concurrency permits back.
@@ -294,4 +190,183 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// Creates the accounts' rows if needed and locks them, in the callers' fixed order.
+async fn lock_accounts(
+    tx: &mut sqlx::PgConnection,
+    ordered: &[&AccountLimit<'_>],
+) -> Result<(), StoreError> {
+    for limit in ordered {
+        sqlx::query(
+            "INSERT INTO rate_limits (connector_type, account_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(limit.connector)
+        .bind(limit.account)
+        .execute(&mut *tx)
+        .await?;
+        // The row lock serialises admissions for one account across the fleet. It is
+        // taken in a statement of its own: under READ COMMITTED the next statement's
+        // snapshot then sees every permit committed by the admissions we waited for.
+        sqlx::query(
+            "SELECT 1 FROM rate_limits WHERE connector_type = $1 AND account_key = $2 FOR UPDATE",
+        )
+        .bind(limit.connector)
+        .bind(limit.account)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Each locked account's state, with the database's clock at the reading.
+async fn read_accounts(
+    tx: &mut sqlx::PgConnection,
+    ordered: &[&AccountLimit<'_>],
+) -> Result<Vec<LimitRow>, StoreError> {
+    let mut rows = Vec::with_capacity(ordered.len());
+    for limit in ordered {
+        let row = sqlx::query_as::<_, LimitRow>(
+            "WITH l AS (SELECT * FROM rate_limits WHERE connector_type = $1 AND account_key = $2)
+             SELECT clock_timestamp() AS now, l.next_slot_at, l.day_started_on, l.day_count, l.blocked_until,
+                    (SELECT count(*) FROM rate_limit_permits p
+                      WHERE p.connector_type = $1 AND p.account_key = $2 AND p.expires_at > clock_timestamp()) AS in_flight,
+                    (SELECT min(p.expires_at) FROM rate_limit_permits p
+                      WHERE p.connector_type = $1 AND p.account_key = $2 AND p.expires_at > clock_timestamp()) AS soonest_permit_end
+               FROM l",
+        )
+        .bind(limit.connector)
+        .bind(limit.account)
+        .fetch_one(&mut *tx)
+        .await?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// What the accounts' state allows.
+enum Decision {
+    Wait(Admission),
+    /// Start at `start` (at `now` or later); `day_counts` are the counts before this one.
+    Start {
+        now: DateTime<Utc>,
+        start: DateTime<Utc>,
+        day_counts: Vec<i32>,
+    },
+}
+
+/// The admission decision, from the rows alone: a spent daily quota or a full concurrency
+/// cap waits; otherwise the start is the latest of now, every next slot and every block,
+/// and waiting longer than `max_wait` for it is refused.
+fn decide(ordered: &[&AccountLimit<'_>], rows: &[LimitRow], max_wait: Duration) -> Decision {
+    // One clock for the whole decision: the latest reading.
+    let now = rows.iter().map(|r| r.now).max().unwrap_or_else(Utc::now);
+    let today = now.date_naive();
+    let wait = |retry_in: chrono::Duration, reason| {
+        Decision::Wait(Admission::Wait {
+            retry_in: to_std(retry_in),
+            reason,
+        })
+    };
+    let day_counts: Vec<i32> = rows
+        .iter()
+        .map(|r| {
+            if r.day_started_on < today {
+                0
+            } else {
+                r.day_count
+            }
+        })
+        .collect();
+    for ((limit, row), day_count) in ordered.iter().zip(rows).zip(&day_counts) {
+        if let Some(per_day) = limit.spec.per_day
+            && *day_count >= i32::try_from(per_day).unwrap_or(i32::MAX)
+        {
+            let midnight = (today + chrono::Days::new(1))
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc())
+                .unwrap_or(now);
+            return wait(midnight - now, WaitReason::DailyQuota);
+        }
+        if let Some(cap) = limit.spec.concurrency
+            && row.in_flight >= i64::from(cap)
+        {
+            let retry = row
+                .soonest_permit_end
+                .map_or(chrono::Duration::milliseconds(50), |end| {
+                    (end - now).min(chrono::Duration::milliseconds(50))
+                });
+            return wait(retry, WaitReason::Concurrency);
+        }
+    }
+    let blocked = rows
+        .iter()
+        .filter_map(|r| r.blocked_until.filter(|b| *b > now))
+        .max();
+    let start = rows
+        .iter()
+        .map(|r| r.next_slot_at)
+        .chain([now])
+        .chain(blocked)
+        .max()
+        .unwrap_or(now);
+    if to_std(start - now) > max_wait {
+        let reason = if blocked == Some(start) {
+            WaitReason::Blocked
+        } else {
+            WaitReason::Pace
+        };
+        return wait(start - now, reason);
+    }
+    Decision::Start {
+        now,
+        start,
+        day_counts,
+    }
+}
+
+/// Takes the slot, the day's count and (where capped) a permit on every account.
+async fn take_slots(
+    tx: &mut sqlx::PgConnection,
+    ordered: &[&AccountLimit<'_>],
+    day_counts: &[i32],
+    now: DateTime<Utc>,
+    start: DateTime<Utc>,
+    holder: &str,
+    permit_ttl: Duration,
+) -> Result<Vec<Uuid>, StoreError> {
+    let today = now.date_naive();
+    let mut permits = Vec::new();
+    for (limit, day_count) in ordered.iter().zip(day_counts) {
+        let interval = chrono::Duration::from_std(limit.spec.interval).unwrap_or_default();
+        sqlx::query(
+            "UPDATE rate_limits SET next_slot_at = $3, day_started_on = $4, day_count = $5, updated_at = $6
+              WHERE connector_type = $1 AND account_key = $2",
+        )
+        .bind(limit.connector)
+        .bind(limit.account)
+        .bind(start + interval)
+        .bind(today)
+        .bind(day_count + 1)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if limit.spec.concurrency.is_some() {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO rate_limit_permits (id, connector_type, account_key, holder, acquired_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(limit.connector)
+            .bind(limit.account)
+            .bind(holder)
+            .bind(now)
+            .bind(start + chrono::Duration::from_std(permit_ttl).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+            permits.push(id);
+        }
+    }
+    Ok(permits)
 }
