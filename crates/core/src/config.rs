@@ -140,7 +140,7 @@ impl VaultSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncSettings {
-    /// After this many consecutive failed runs an integration is set to `error` (seed: 10).
+    /// After this many consecutive failed runs an integration is set to `error` (legacy app: 10).
     pub error_after_consecutive_failures: u32,
 }
 

@@ -71,7 +71,7 @@ macro_rules! label_enum {
 }
 
 label_enum! {
-    /// The eight ERP or accounting systems an integration can talk to (seed: `integrations.type`).
+    /// The eight ERP or accounting systems an integration can talk to (legacy app: `integrations.type`).
     IntegrationType, "integration_type", "integration type" {
         SapB1 => "sap_b1",
         Dynamics365 => "dynamics_365",
@@ -85,7 +85,7 @@ label_enum! {
 }
 
 impl IntegrationType {
-    /// The human name shown in listings (the seed's `getTypeName`).
+    /// The human name shown in listings (the legacy app's `getTypeName`).
     pub const fn display_name(self) -> &'static str {
         match self {
             IntegrationType::SapB1 => "SAP Business One",
@@ -101,7 +101,7 @@ impl IntegrationType {
 }
 
 label_enum! {
-    /// Lifecycle of an integration (seed: `integrations.status`, default `inactive`).
+    /// Lifecycle of an integration (legacy app: `integrations.status`, default `inactive`).
     IntegrationStatus, "integration_status", "integration status" {
         Active => "active",
         Inactive => "inactive",
@@ -111,7 +111,7 @@ label_enum! {
 }
 
 label_enum! {
-    /// Which way records flow (seed: `integrations.sync_direction`, default `export`).
+    /// Which way records flow (legacy app: `integrations.sync_direction`, default `export`).
     SyncDirection, "sync_direction", "sync direction" {
         Export => "export",
         Import => "import",
@@ -130,7 +130,7 @@ impl SyncDirection {
 }
 
 label_enum! {
-    /// How often the scheduler runs an integration (seed: `integrations.sync_frequency`).
+    /// How often the scheduler runs an integration (legacy app: `integrations.sync_frequency`).
     SyncFrequency, "sync_frequency", "sync frequency" {
         Manual => "manual",
         Hourly => "hourly",
@@ -140,7 +140,7 @@ label_enum! {
 }
 
 label_enum! {
-    /// What a log row is about (seed: `integration_logs.entity_type`).
+    /// What a log row is about (legacy app: `integration_logs.entity_type`).
     LogEntityType, "log_entity_type", "log entity type" {
         Product => "product",
         Order => "order",
@@ -152,7 +152,7 @@ label_enum! {
 }
 
 label_enum! {
-    /// What a mapping row is about (seed: `integration_mappings.entity_type`).
+    /// What a mapping row is about (legacy app: `integration_mappings.entity_type`).
     MappingEntityType, "mapping_entity_type", "mapping entity type" {
         Product => "product",
         Order => "order",
@@ -165,7 +165,7 @@ label_enum! {
 }
 
 label_enum! {
-    /// The operation a log row records (seed: `integration_logs.action`).
+    /// The operation a log row records (legacy app: `integration_logs.action`).
     LogAction, "log_action", "log action" {
         Create => "create",
         Update => "update",
@@ -175,7 +175,7 @@ label_enum! {
 }
 
 label_enum! {
-    /// Direction of one logged operation (seed: `integration_logs.direction`).
+    /// Direction of one logged operation (legacy app: `integration_logs.direction`).
     LogDirection, "log_direction", "log direction" {
         Export => "export",
         Import => "import",
@@ -183,7 +183,7 @@ label_enum! {
 }
 
 label_enum! {
-    /// Outcome of one logged operation (seed: `integration_logs.status`).
+    /// Outcome of one logged operation (legacy app: `integration_logs.status`).
     LogStatus, "log_status", "log status" {
         Success => "success",
         Failed => "failed",

@@ -45,7 +45,7 @@ pub enum Command {
     },
     /// Run the end-to-end demo against the built-in ERP sandbox.
     Demo(DemoArgs),
-    /// Manage integrations (the seed's admin screens).
+    /// Manage integrations (the legacy app's admin screens).
     Integrations {
         #[command(subcommand)]
         command: IntegrationsCommand,
@@ -102,7 +102,7 @@ pub struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum IntegrationsCommand {
-    /// Create an integration (status `inactive`, as in the seed).
+    /// Create an integration (status `inactive`, as in the legacy app).
     Create(CreateArgs),
     /// List integrations (not deleted).
     List {
@@ -115,7 +115,7 @@ pub enum IntegrationsCommand {
     Update(UpdateArgs),
     /// Soft-delete an integration: logs and mappings stay for audit, syncing stops.
     Delete { id: i64 },
-    /// Test the connection (the seed's test button): success sets `testing`, failure `error`.
+    /// Test the connection (the legacy app's test button): success sets `testing`, failure `error`.
     Test { id: i64 },
     /// Activate: scheduled integrations become due at once.
     Activate { id: i64 },

@@ -77,7 +77,7 @@ fn parse_fields(input: &FieldsInput) -> Result<ParsedFields, ServiceError> {
     })
 }
 
-/// Accepts the singular (`order`) and the seed's plural (`orders`).
+/// Accepts the singular (`order`) and the legacy app's plural (`orders`).
 pub fn parse_entity(raw: &str) -> Result<Entity, ServiceError> {
     let trimmed = raw.trim();
     let singular = trimmed
@@ -179,7 +179,7 @@ pub async fn set_status(
         .await?)
 }
 
-/// The seed's test button: reach the ERP with the stored credentials.
+/// The legacy app's test button: reach the ERP with the stored credentials.
 pub async fn test(
     store: &Store,
     vault: &Vault,
@@ -190,7 +190,7 @@ pub async fn test(
     // The error, and whether it is the integration's fault rather than a passing one (a
     // timeout, a 5xx, a 429) that should not stop its schedule. The disposition decides, as
     // in the worker; a test exists to judge the configuration, so every error that retrying
-    // cannot mend fails it (the seed: a failed test sets `error`).
+    // cannot mend fails it (the legacy app: a failed test sets `error`).
     let result: Result<ConnectionTest, (String, bool)> = async {
         let credentials = integration
             .open_credentials(vault)

@@ -1,4 +1,4 @@
-//! Integrations: the seed's `Integration` model behaviour (`can_sync`, `needs_sync`,
+//! Integrations: the legacy app's `Integration` model behaviour (`can_sync`, `needs_sync`,
 //! `record_sync`, `update_next_sync`, success rate and scopes) over the `integrations` table.
 
 use crate::{Store, StoreError};
@@ -49,12 +49,12 @@ impl Integration {
         }
     }
 
-    /// Seed `canSync`: an integration may sync when it is active and not deleted.
+    /// The legacy app's `canSync`: an integration may sync when it is active and not deleted.
     pub fn can_sync(&self) -> bool {
         self.status == IntegrationStatus::Active && self.deleted_at.is_none()
     }
 
-    /// Seed `needsSync`: it may sync, it is on a schedule, and its slot has come (or it was
+    /// The legacy app's `needsSync`: it may sync, it is on a schedule, and its slot has come (or it was
     /// never scheduled).
     pub fn needs_sync(&self, now: DateTime<Utc>) -> bool {
         self.can_sync()
@@ -62,7 +62,7 @@ impl Integration {
             && self.next_sync_at.is_none_or(|at| at <= now)
     }
 
-    /// Seed `getSuccessRate`: successful runs as a percentage of all runs, 0 before the first.
+    /// The legacy app's `getSuccessRate`: successful runs as a percentage of all runs, 0 before the first.
     pub fn success_rate(&self) -> f64 {
         if self.total_syncs == 0 {
             0.0
@@ -100,7 +100,7 @@ impl Integration {
     }
 }
 
-/// What an admin supplies to create an integration. Defaults follow the seed.
+/// What an admin supplies to create an integration. Defaults follow the legacy app.
 #[derive(Debug, Clone)]
 pub struct NewIntegration {
     pub tenant_id: i64,
@@ -118,7 +118,7 @@ pub struct NewIntegration {
 }
 
 impl NewIntegration {
-    /// The seed's defaults: export, orders and invoices, manual.
+    /// The legacy app's defaults: export, orders and invoices, manual.
     pub fn new(tenant_id: i64, name: impl Into<String>, integration_type: IntegrationType) -> Self {
         Self {
             tenant_id,
@@ -386,7 +386,7 @@ impl Store {
         .ok_or(StoreError::IntegrationNotFound { id })
     }
 
-    /// Seed `recordSync(success, error)`: bumps the counters, stamps `last_sync_at`, sets
+    /// The legacy app's `recordSync(success, error)`: bumps the counters, stamps `last_sync_at`, sets
     /// `last_error` to `error` (a success without one clears it; a partial success passes a
     /// summary of what failed) and sets `error` once `error_after` runs in a row
     /// have failed. One statement, so concurrent calls never lose a count.
@@ -406,7 +406,7 @@ impl Store {
         })
     }
 
-    /// Seed `updateNextSync`: the next slot after `now`, counted from the scheduled time so
+    /// The legacy app's `updateNextSync`: the next slot after `now`, counted from the scheduled time so
     /// schedules do not drift.
     pub async fn update_next_sync(
         &self,

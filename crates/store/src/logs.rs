@@ -1,4 +1,4 @@
-//! `integration_logs`: one row per record operation (seed `createLog` and the log scopes).
+//! `integration_logs`: one row per record operation (the legacy app's `createLog` and log scopes).
 
 use crate::{Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
@@ -25,7 +25,7 @@ pub struct IntegrationLog {
 }
 
 impl IntegrationLog {
-    /// Seed `wasSuccessful`.
+    /// The legacy app's `wasSuccessful`.
     pub fn was_successful(&self) -> bool {
         self.status == Some(LogStatus::Success)
     }
@@ -62,7 +62,7 @@ pub struct LogFilter {
 }
 
 impl Store {
-    /// Seed `createLog`. Writes a whole chunk's rows in one statement.
+    /// The legacy app's `createLog`. Writes a whole chunk's rows in one statement.
     pub async fn insert_logs(
         &self,
         executor: impl sqlx::PgExecutor<'_>,

@@ -1,4 +1,4 @@
-//! ID mappings between platform rows and ERP records (seed `mapIds`, `getExternalId`,
+//! ID mappings between platform rows and ERP records (the legacy app's `mapIds`, `getExternalId`,
 //! `getInternalId`, the mapping scopes, `needsSync` and `markSynced`).
 
 use crate::{Store, StoreError};
@@ -21,7 +21,7 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// Seed `needsSync(hours)`: never synced, or not within the last `hours`.
+    /// The legacy app's `needsSync(hours)`: never synced, or not within the last `hours`.
     pub fn needs_sync(&self, hours: i64, now: DateTime<Utc>) -> bool {
         self.last_synced_at
             .is_none_or(|at| at < now - Duration::hours(hours))
@@ -43,9 +43,9 @@ pub struct MappingFilter {
 const MAP_IDS_ATTEMPTS: usize = 5;
 
 impl Store {
-    /// Seed `mapIds`: records that `internal_id` is `external_id` at the ERP. An existing
+    /// The legacy app's `mapIds`: records that `internal_id` is `external_id` at the ERP. An existing
     /// mapping on either unique key is updated rather than tripping a constraint error (the
-    /// seed's troubleshooting section): the internal row takes the new external id, and a
+    /// legacy app's troubleshooting notes): the internal row takes the new external id, and a
     /// different internal row that held this external id is removed, since one ERP record
     /// cannot stand for two platform rows.
     #[allow(clippy::too_many_arguments)]
@@ -129,7 +129,7 @@ impl Store {
         )))
     }
 
-    /// Seed `getExternalId`.
+    /// The legacy app's `getExternalId`.
     pub async fn external_id(
         &self,
         integration_id: i64,
@@ -147,7 +147,7 @@ impl Store {
         .await?)
     }
 
-    /// Seed `getInternalId`.
+    /// The legacy app's `getInternalId`.
     pub async fn internal_id(
         &self,
         integration_id: i64,
@@ -165,7 +165,7 @@ impl Store {
         .await?)
     }
 
-    /// Seed `markSynced`.
+    /// The legacy app's `markSynced`.
     pub async fn mark_mapping_synced(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query("UPDATE integration_mappings SET last_synced_at = $2 WHERE id = $1")
             .bind(id)

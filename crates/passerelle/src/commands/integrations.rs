@@ -236,7 +236,7 @@ async fn show(store: &Store, id: i64, format: OutputFormat) -> anyhow::Result<()
     })
 }
 
-/// The seed's test button; exits 1 when the connection failed.
+/// The legacy app's test button; exits 1 when the connection failed.
 async fn test(
     store: &Store,
     vault: &passerelle_core::vault::Vault,
