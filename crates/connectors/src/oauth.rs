@@ -15,6 +15,25 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use url::Url;
 
+/// The values of `credentials` that are secrets, for the [`crate::http::Redactor`].
+pub(crate) fn secrets(credentials: &Credentials) -> Vec<String> {
+    ["client_secret", "refresh_token", "access_token"]
+        .into_iter()
+        .filter_map(|name| credentials.get_str(name).map(str::to_owned))
+        .collect()
+}
+
+/// The `Authorization: Bearer` header for `token`, marked sensitive; `vendor` issued it.
+pub(crate) fn bearer(token: &str, vendor: &str) -> Result<HeaderValue, ConnectorError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        ConnectorError::transient(format!(
+            "{vendor} returned an access token that cannot be sent"
+        ))
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// Who issues the tokens, for messages.
 #[derive(Debug, Clone, Copy)]
 pub struct Issuer {
