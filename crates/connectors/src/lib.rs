@@ -373,6 +373,21 @@ fn validate_any(
     }
 }
 
+/// The non-empty credential `name`, or an `Auth` error saying `who` needs it.
+pub(crate) fn required_credential(
+    credentials: &Credentials,
+    name: &str,
+    who: &str,
+) -> Result<String, ConnectorError> {
+    credentials
+        .get_str(name)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| ConnectorError::Auth {
+            message: format!("{who} credentials need `{name}`"),
+        })
+}
+
 /// A short, stable digest (hex) of a text, for idempotency keys.
 pub(crate) fn short_hash(text: &str) -> String {
     passerelle_core::digest::short_sha256_hex(text.as_bytes())
