@@ -43,6 +43,25 @@ pub struct Capabilities {
     pub idempotency: Idempotency,
 }
 
+impl Capabilities {
+    /// What an accounting ERP takes: products, customers, orders and invoices out (in that
+    /// order, so an order finds its customer and products there), and products, customers
+    /// and stock in.
+    pub(crate) fn accounting(export_batch_size: usize, idempotency: Idempotency) -> Self {
+        Self {
+            export: vec![
+                Entity::Product,
+                Entity::Customer,
+                Entity::Order,
+                Entity::Invoice,
+            ],
+            import: vec![Entity::Product, Entity::Customer, Entity::Inventory],
+            export_batch_size,
+            idempotency,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idempotency {
     /// The ERP replays a request carrying the same key (custom API, Xero, QuickBooks).
@@ -386,6 +405,27 @@ pub(crate) fn required_credential(
         .ok_or_else(|| ConnectorError::Auth {
             message: format!("{who} credentials need `{name}`"),
         })
+}
+
+/// A call with a JSON body (or none); `idempotent` says whether it may be repeated after a
+/// lost answer.
+pub(crate) fn json_call(
+    method: reqwest::Method,
+    url: url::Url,
+    headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    body: Option<serde_json::Value>,
+    idempotent: bool,
+) -> http::HttpCall {
+    http::HttpCall {
+        method,
+        url,
+        headers,
+        body,
+        raw: None,
+        form: None,
+        idempotent,
+        conflict_means_in_flight: false,
+    }
 }
 
 /// A short, stable digest (hex) of a text, for idempotency keys.

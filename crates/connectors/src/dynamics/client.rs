@@ -253,14 +253,8 @@ impl DynamicsConnector {
             ];
             all.extend(headers.iter().cloned());
             let call = HttpCall {
-                method: method.clone(),
-                url: url.clone(),
-                headers: all,
-                body: body.clone(),
                 raw: raw.clone(),
-                form: None,
-                idempotent,
-                conflict_means_in_flight: false,
+                ..crate::json_call(method.clone(), url.clone(), all, body.clone(), idempotent)
             };
             match self.http.send(&call).await {
                 Err(ConnectorError::Auth { .. }) if attempt == 0 => renew = true,

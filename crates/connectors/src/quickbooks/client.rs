@@ -4,7 +4,7 @@
 
 use super::mapping::{needs_services_item, resolve};
 use super::{OrderDocument, QuickBooksConnector};
-use crate::http::{HttpCall, HttpReply, snippet};
+use crate::http::{HttpReply, snippet};
 use crate::{
     ConnectionTest, ConnectorError, ExportAction, ExportOp, ExportResult, Exported,
     collect_results, elapsed_ms, short_hash,
@@ -82,10 +82,6 @@ pub(super) fn quoted(value: &str) -> String {
 }
 
 impl QuickBooksConnector {
-    async fn access_token(&self, force_refresh: bool) -> Result<String, ConnectorError> {
-        self.tokens.access_token(&self.http, force_refresh).await
-    }
-
     /// An API call with the bearer token; a 401 refreshes once and repeats. A 429 is the
     /// runtime's: it waits Intuit's advised pause (`throttle_wait`), fleet-wide.
     pub(super) async fn api(
@@ -108,19 +104,18 @@ impl QuickBooksConnector {
         let has_request_id = query.iter().any(|(k, _)| *k == "requestid");
         let mut force = false;
         for attempt in 0..2 {
-            let token = self.access_token(force).await?;
+            let token = self.tokens.access_token(&self.http, force).await?;
             let bearer = crate::oauth::bearer(&token, "Intuit")?;
-            let call = HttpCall {
-                // A POST is safe to repeat only with a requestid: QuickBooks replays it.
-                idempotent: method == Method::GET || has_request_id,
-                conflict_means_in_flight: false,
-                method: method.clone(),
-                url: url.clone(),
-                headers: vec![(AUTHORIZATION, bearer)],
-                body: body.clone(),
-                raw: None,
-                form: None,
-            };
+            // A POST is safe to repeat only with a requestid: QuickBooks replays it.
+            let idempotent = method == Method::GET || has_request_id;
+            let headers = vec![(AUTHORIZATION, bearer)];
+            let call = crate::json_call(
+                method.clone(),
+                url.clone(),
+                headers,
+                body.clone(),
+                idempotent,
+            );
             match runtime.send(&call).await {
                 Err(ConnectorError::Auth { .. }) if attempt == 0 => force = true,
                 other => return other.map_err(|e| runtime.redactor().error(e)),

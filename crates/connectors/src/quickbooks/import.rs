@@ -22,6 +22,15 @@ pub fn parse_qb_time(raw: &str) -> Option<DateTime<Utc>> {
         .ok()
 }
 
+/// A text field of `element` that is not blank.
+fn text(element: &Value, field: &str) -> Option<String> {
+    element
+        .get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_owned)
+}
+
 /// Reads a QuickBooks Item or Customer into platform fields.
 pub fn parse_entity(entity: Entity, element: &Value) -> Result<ImportedRecord, String> {
     let id = element
@@ -33,13 +42,7 @@ pub fn parse_entity(entity: Entity, element: &Value) -> Result<ImportedRecord, S
         .pointer("/MetaData/LastUpdatedTime")
         .and_then(Value::as_str)
         .and_then(parse_qb_time);
-    let text = |field: &str| {
-        element
-            .get(field)
-            .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty())
-            .map(str::to_owned)
-    };
+    let text = |field: &str| text(element, field);
     let deleted = element.get("status").and_then(Value::as_str) == Some("Deleted")
         || element.get("Active").and_then(Value::as_bool) == Some(false);
     let record = |external_id: String, data: Option<ImportedData>| ImportedRecord {
@@ -97,13 +100,7 @@ pub fn parse_entity(entity: Entity, element: &Value) -> Result<ImportedRecord, S
 
 /// A customer's fields: the platform needs its e-mail address.
 fn customer_data(element: &Value, id: &str) -> Result<ImportedData, String> {
-    let text = |field: &str| {
-        element
-            .get(field)
-            .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty())
-            .map(str::to_owned)
-    };
+    let text = |field: &str| text(element, field);
     let email = element
         .pointer("/PrimaryEmailAddr/Address")
         .and_then(Value::as_str)

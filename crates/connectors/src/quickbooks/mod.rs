@@ -117,17 +117,7 @@ impl QuickBooksConnector {
             context.credential_store.clone(),
         )?;
         Ok(Self {
-            capabilities: Capabilities {
-                export: vec![
-                    Entity::Product,
-                    Entity::Customer,
-                    Entity::Order,
-                    Entity::Invoice,
-                ],
-                import: vec![Entity::Product, Entity::Customer, Entity::Inventory],
-                export_batch_size: settings.batch_size,
-                idempotency: Idempotency::Key,
-            },
+            capabilities: Capabilities::accounting(settings.batch_size, Idempotency::Key),
             settings,
             tokens,
             http,

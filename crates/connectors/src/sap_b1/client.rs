@@ -166,17 +166,15 @@ impl SapB1Connector {
             let (cookie, generation) = self.session(stale).await?;
             let mut headers = vec![(COOKIE, cookie)];
             headers.extend(extra.iter().cloned());
-            let call = HttpCall {
-                // Creates are not safe to repeat in place; the worker's retry looks them up.
-                idempotent: method != Method::POST,
-                conflict_means_in_flight: false,
-                method: method.clone(),
-                url: url.clone(),
+            // Creates are not safe to repeat in place; the worker's retry looks them up.
+            let idempotent = method != Method::POST;
+            let call = crate::json_call(
+                method.clone(),
+                url.clone(),
                 headers,
-                body: body.clone(),
-                raw: None,
-                form: None,
-            };
+                body.clone(),
+                idempotent,
+            );
             match self.http.send(&call).await {
                 Err(ConnectorError::Auth { .. }) if attempt == 0 => stale = Some(generation),
                 Err(ConnectorError::Rejected {

@@ -101,17 +101,7 @@ impl SapB1Connector {
             http = http.with_fleet_gate(gate.clone(), key, settings.limits);
         }
         Ok(Self {
-            capabilities: Capabilities {
-                export: vec![
-                    Entity::Product,
-                    Entity::Customer,
-                    Entity::Order,
-                    Entity::Invoice,
-                ],
-                import: vec![Entity::Product, Entity::Customer, Entity::Inventory],
-                export_batch_size: EXPORT_BATCH,
-                idempotency: Idempotency::LookupByReference,
-            },
+            capabilities: Capabilities::accounting(EXPORT_BATCH, Idempotency::LookupByReference),
             settings,
             username,
             password,

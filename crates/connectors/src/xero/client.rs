@@ -32,10 +32,6 @@ enum Prepared {
 }
 
 impl XeroConnector {
-    async fn access_token(&self, force_refresh: bool) -> Result<String, ConnectorError> {
-        self.tokens.access_token(&self.http, force_refresh).await
-    }
-
     /// An API call with the bearer token and tenant header; a 401 refreshes once and repeats.
     pub(super) async fn api(
         &self,
@@ -55,19 +51,20 @@ impl XeroConnector {
         let keyed = extra.iter().any(|(n, _)| n.as_str() == "idempotency-key");
         let mut force = false;
         for attempt in 0..2 {
-            let token = self.access_token(force).await?;
+            let token = self.tokens.access_token(&self.http, force).await?;
             let mut headers = vec![(AUTHORIZATION, crate::oauth::bearer(&token, "Xero")?)];
             headers.extend(header("xero-tenant-id", &self.settings.tenant_id));
             headers.extend(extra.iter().cloned());
+            let idempotent = method != Method::POST && method != Method::PUT || keyed;
             let call = HttpCall {
-                idempotent: method != Method::POST && method != Method::PUT || keyed,
                 conflict_means_in_flight: keyed,
-                method: method.clone(),
-                url: url.clone(),
-                headers,
-                body: body.clone(),
-                raw: None,
-                form: None,
+                ..crate::json_call(
+                    method.clone(),
+                    url.clone(),
+                    headers,
+                    body.clone(),
+                    idempotent,
+                )
             };
             match self.http.send(&call).await {
                 Err(ConnectorError::Auth { .. }) if attempt == 0 => force = true,
@@ -80,17 +77,10 @@ impl XeroConnector {
     /// Proves the token and that the app is connected to the tenant (`GET /connections`).
     pub(super) async fn connection_test(&self) -> Result<ConnectionTest, ConnectorError> {
         let start = Instant::now();
-        let token = self.access_token(false).await?;
-        let call = HttpCall {
-            method: Method::GET,
-            url: self.settings.api("/connections"),
-            headers: vec![(AUTHORIZATION, crate::oauth::bearer(&token, "Xero")?)],
-            body: None,
-            raw: None,
-            form: None,
-            idempotent: true,
-            conflict_means_in_flight: false,
-        };
+        let token = self.tokens.access_token(&self.http, false).await?;
+        let headers = vec![(AUTHORIZATION, crate::oauth::bearer(&token, "Xero")?)];
+        let url = self.settings.api("/connections");
+        let call = crate::json_call(Method::GET, url, headers, None, true);
         let reply = self
             .http
             .send(&call)
