@@ -11,6 +11,7 @@ pub mod custom_api;
 pub mod dynamics;
 pub mod error;
 pub mod http;
+pub(crate) mod mapping;
 pub mod oauth;
 pub mod quickbooks;
 pub mod rate;
@@ -41,6 +42,25 @@ pub struct Capabilities {
     pub export_batch_size: usize,
     /// How a create is made safe to repeat.
     pub idempotency: Idempotency,
+}
+
+impl Capabilities {
+    /// What an accounting ERP takes: products, customers, orders and invoices out (in that
+    /// order, so an order finds its customer and products there), and products, customers
+    /// and stock in.
+    pub(crate) fn accounting(export_batch_size: usize, idempotency: Idempotency) -> Self {
+        Self {
+            export: vec![
+                Entity::Product,
+                Entity::Customer,
+                Entity::Order,
+                Entity::Invoice,
+            ],
+            import: vec![Entity::Product, Entity::Customer, Entity::Inventory],
+            export_batch_size,
+            idempotency,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +103,64 @@ pub struct ExportOp {
 /// A platform record another refers to: its mapping type and internal id.
 pub type Reference = (passerelle_core::MappingEntityType, String);
 
+impl ExportOp {
+    /// An update when the record is at the ERP already, else a create.
+    pub fn action(&self) -> ExportAction {
+        if self.external_id.is_some() {
+            ExportAction::Update
+        } else {
+            ExportAction::Create
+        }
+    }
+
+    /// This op's result.
+    pub(crate) fn result(
+        &self,
+        outcome: Result<Exported, ConnectorError>,
+        response: Option<serde_json::Value>,
+        duration_ms: u32,
+    ) -> ExportResult {
+        ExportResult {
+            internal_id: self.internal_id.clone(),
+            action: self.action(),
+            outcome,
+            response,
+            duration_ms,
+        }
+    }
+
+    /// This op failed with `error` before anything was sent.
+    pub(crate) fn failed(&self, error: ConnectorError, start: std::time::Instant) -> ExportResult {
+        self.result(Err(error), None, elapsed_ms(start))
+    }
+}
+
+/// Every op refused with `error`, as for an entity the ERP does not take.
+pub(crate) fn refuse_all(ops: &[ExportOp], error: &ConnectorError) -> Vec<ExportResult> {
+    ops.iter()
+        .map(|op| op.result(Err(error.clone()), None, 0))
+        .collect()
+}
+
+/// The results of ops answered out of order, by op position; a hole is a connector bug and
+/// is reported as one.
+pub(crate) fn collect_results(results: Vec<Option<ExportResult>>) -> Vec<ExportResult> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| ExportResult {
+                internal_id: String::new(),
+                action: ExportAction::Create,
+                outcome: Err(ConnectorError::fatal(
+                    "internal error: an export result went missing",
+                )),
+                response: None,
+                duration_ms: 0,
+            })
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportAction {
@@ -110,6 +188,25 @@ pub struct Exported {
     pub metadata: Option<serde_json::Value>,
 }
 
+impl Exported {
+    /// Written now, nothing kept with the mapping.
+    pub fn written(external_id: impl Into<String>) -> Self {
+        Self {
+            external_id: external_id.into(),
+            replayed: false,
+            metadata: None,
+        }
+    }
+
+    /// Found at the ERP: an earlier attempt had created it.
+    pub fn found(external_id: impl Into<String>) -> Self {
+        Self {
+            replayed: true,
+            ..Self::written(external_id)
+        }
+    }
+}
+
 /// Where an incremental import stands (defined in core: the store saves it).
 pub use passerelle_core::cursor::ImportCursor;
 
@@ -127,6 +224,36 @@ pub struct RejectedItem {
     pub external_id: Option<String>,
     pub error: String,
     pub raw: serde_json::Value,
+}
+
+impl ImportPage {
+    /// Reads `items` with `parse` (one item may hold several records); an item it cannot
+    /// read is rejected under the id `id_of` finds, redacted by `redactor`.
+    pub(crate) fn read<'a>(
+        items: impl IntoIterator<Item = &'a serde_json::Value>,
+        mut parse: impl FnMut(&serde_json::Value) -> Result<Vec<ImportedRecord>, String>,
+        id_of: impl Fn(&serde_json::Value) -> Option<String>,
+        redactor: &http::Redactor,
+        next_page: Option<String>,
+    ) -> Self {
+        let mut records = Vec::new();
+        let mut rejected = Vec::new();
+        for item in items {
+            match parse(item) {
+                Ok(found) => records.extend(found),
+                Err(error) => rejected.push(RejectedItem {
+                    external_id: id_of(item),
+                    error: redactor.text(&error),
+                    raw: redactor.json(item),
+                }),
+            }
+        }
+        Self {
+            records,
+            rejected,
+            next_page,
+        }
+    }
 }
 
 #[async_trait]
@@ -265,6 +392,42 @@ fn validate_any(
         // Connectors of later releases validate their own settings; until then only the shape
         // (a JSON object) is checked by the store.
         _ => Ok(()),
+    }
+}
+
+/// The non-empty credential `name`, or an `Auth` error saying `who` needs it.
+pub(crate) fn required_credential(
+    credentials: &Credentials,
+    name: &str,
+    who: &str,
+) -> Result<String, ConnectorError> {
+    credentials
+        .get_str(name)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| ConnectorError::Auth {
+            message: format!("{who} credentials need `{name}`"),
+        })
+}
+
+/// A call with a JSON body (or none); `idempotent` says whether it may be repeated after a
+/// lost answer.
+pub(crate) fn json_call(
+    method: reqwest::Method,
+    url: url::Url,
+    headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    body: Option<serde_json::Value>,
+    idempotent: bool,
+) -> http::HttpCall {
+    http::HttpCall {
+        method,
+        url,
+        headers,
+        body,
+        raw: None,
+        form: None,
+        idempotent,
+        conflict_means_in_flight: false,
     }
 }
 

@@ -3,6 +3,7 @@
 //! pointing at credentials, which are sealed.
 
 use crate::ConnectorError;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Names that hold a secret, compared after lower-casing and turning `-` into `_`.
@@ -66,6 +67,22 @@ pub fn refuse_secret_settings(settings: &Value) -> Result<(), ConnectorError> {
     Err(ConnectorError::fatal(format!(
         "settings.{key} looks like a secret (a credential); settings are stored in clear and shown to admins. Move it to credentials"
     )))
+}
+
+/// A connector's settings read into its raw shape `T`: present (else the error says
+/// `required`), without a secret-looking key, and with no key `T` does not know (its
+/// `deny_unknown_fields`). `connector` names the integration type in messages.
+pub fn read<T: DeserializeOwned>(
+    settings: Option<&Value>,
+    connector: &str,
+    required: &str,
+) -> Result<T, ConnectorError> {
+    let value = settings.ok_or_else(|| {
+        ConnectorError::fatal(format!("{connector} settings are missing; {required}"))
+    })?;
+    refuse_secret_settings(value)?;
+    serde_json::from_value(value.clone())
+        .map_err(|e| ConnectorError::fatal(format!("invalid {connector} settings: {e}")))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! connector returns from an import. Plain data; mappings to and from each ERP live in the
 //! connectors.
 
-use crate::domain::Entity;
+use crate::domain::{Entity, MappingEntityType};
 use crate::ids::InternalId;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -126,6 +126,32 @@ impl PlatformRecord {
         self.id().to_string()
     }
 
+    /// The records this one refers to, each once, in the order the record names them: an
+    /// order its customer and then its products, an invoice its customer. Connectors that
+    /// write only some of these links keep the ones they need.
+    pub fn references(&self) -> Vec<(MappingEntityType, String)> {
+        let (customer, products): (Option<i64>, Vec<i64>) = match self {
+            PlatformRecord::Order(o) => (
+                o.customer_id,
+                o.items.iter().filter_map(|l| l.product_id).collect(),
+            ),
+            PlatformRecord::Invoice(i) => (i.customer_id, Vec::new()),
+            _ => return Vec::new(),
+        };
+        let customer = customer.map(|c| (MappingEntityType::Customer, c));
+        let products = products
+            .into_iter()
+            .map(|p| (MappingEntityType::Product, p));
+        let mut out: Vec<(MappingEntityType, String)> = Vec::new();
+        for (kind, row) in customer.into_iter().chain(products) {
+            let reference = (kind, InternalId::Row(row).to_string());
+            if !out.contains(&reference) {
+                out.push(reference);
+            }
+        }
+        out
+    }
+
     pub fn updated_at(&self) -> DateTime<Utc> {
         match self {
             PlatformRecord::Product(r) => r.updated_at,
@@ -209,6 +235,81 @@ pub fn json_to_decimal(value: &serde_json::Value) -> Option<Decimal> {
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    fn order(customer_id: Option<i64>, products: &[Option<i64>]) -> PlatformRecord {
+        let t = DateTime::<Utc>::UNIX_EPOCH;
+        PlatformRecord::Order(OrderRecord {
+            id: 1,
+            order_number: "O-1".into(),
+            customer_id,
+            customer_email: None,
+            status: "confirmed".into(),
+            currency: "EUR".into(),
+            total_amount: Decimal::ONE,
+            items: products
+                .iter()
+                .map(|p| OrderLine {
+                    product_id: *p,
+                    sku: None,
+                    quantity: Decimal::ONE,
+                    unit_price: Decimal::ONE,
+                })
+                .collect(),
+            created_at: t,
+            updated_at: t,
+        })
+    }
+
+    #[test]
+    fn an_order_refers_to_its_customer_and_each_of_its_products_once() {
+        let refs = order(Some(42), &[Some(7), None, Some(8), Some(7)]).references();
+        assert_eq!(
+            refs,
+            vec![
+                (MappingEntityType::Customer, "42".to_owned()),
+                (MappingEntityType::Product, "7".to_owned()),
+                (MappingEntityType::Product, "8".to_owned()),
+            ]
+        );
+        assert_eq!(
+            order(None, &[Some(7)]).references(),
+            vec![(MappingEntityType::Product, "7".to_owned())]
+        );
+    }
+
+    #[test]
+    fn an_invoice_refers_to_its_customer_and_other_records_to_nothing() {
+        let t = DateTime::<Utc>::UNIX_EPOCH;
+        let invoice = PlatformRecord::Invoice(InvoiceRecord {
+            id: 3,
+            invoice_number: "I-3".into(),
+            order_id: Some(1),
+            order_number: Some("O-1".into()),
+            customer_id: Some(5),
+            customer_email: None,
+            status: "issued".into(),
+            currency: "EUR".into(),
+            total_amount: Decimal::ONE,
+            issued_at: None,
+            due_at: None,
+            updated_at: t,
+        });
+        assert_eq!(
+            invoice.references(),
+            vec![(MappingEntityType::Customer, "5".to_owned())]
+        );
+        let product = PlatformRecord::Product(ProductRecord {
+            id: 7,
+            sku: "S".into(),
+            name: "N".into(),
+            description: None,
+            price: Decimal::ONE,
+            currency: "EUR".into(),
+            active: true,
+            updated_at: t,
+        });
+        assert!(product.references().is_empty());
+    }
 
     #[test]
     fn decimals_become_json_numbers_with_the_same_digits() {
