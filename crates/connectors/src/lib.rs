@@ -71,7 +71,7 @@ pub enum Idempotency {
     LookupByReference,
 }
 
-/// The result of a connection test (the seed's "test" button).
+/// The result of a connection test (the legacy app's "test" button).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConnectionTest {
     pub message: String,

@@ -26,7 +26,7 @@ pub struct RateLimits {
     pub concurrency: Option<u32>,
 }
 
-/// Published limits per ERP account (see `../shared/erp/APIS.md`); an integration may override
+/// Published limits per ERP account (see `docs/connectors/`); an integration may override
 /// them with `settings.rate_limit` (see [`RateLimits::from_settings`]).
 pub mod published {
     use super::RateLimits;

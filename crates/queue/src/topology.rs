@@ -74,6 +74,17 @@ impl Topology {
     /// Declares everything. Idempotent: redeclaring with the same arguments is a no-op, so
     /// every role does it at start-up and none depends on another having run first.
     pub async fn declare(&self, channel: &Channel) -> Result<(), QueueError> {
+        self.declare_exchanges_and_dead_letters(channel).await?;
+        for lane in Lane::ALL {
+            self.declare_lane(channel, lane).await?;
+        }
+        Ok(())
+    }
+
+    async fn declare_exchanges_and_dead_letters(
+        &self,
+        channel: &Channel,
+    ) -> Result<(), QueueError> {
         let durable_exchange = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
@@ -115,59 +126,66 @@ impl Topology {
             )
             .await?;
 
-        for lane in Lane::ALL {
+        Ok(())
+    }
+
+    /// A lane's work queue, bound to the work exchange, and its delay tiers.
+    async fn declare_lane(&self, channel: &Channel, lane: Lane) -> Result<(), QueueError> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let mut args = FieldTable::default();
+        // Quorum queues: replicated, and they count deliveries, which classic queues do not.
+        args.insert("x-queue-type".into(), long_string("quorum"));
+        // Poison-message backstop: a message redelivered this many times (its workers kept
+        // dying on it) is dead-lettered instead of looping forever.
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(&self.dead_exchange()),
+        );
+        channel
+            .queue_declare(self.job_queue(lane).into(), durable, args)
+            .await?;
+        channel
+            .queue_bind(
+                self.job_queue(lane).into(),
+                self.work_exchange().into(),
+                lane.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+
+        for delay in &self.retry_delays {
             let mut args = FieldTable::default();
-            // Quorum queues: replicated, and they count deliveries, which classic queues do not.
             args.insert("x-queue-type".into(), long_string("quorum"));
-            // Poison-message backstop: a message redelivered this many times (its workers kept
-            // dying on it) is dead-lettered instead of looping forever.
-            args.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
-            );
+            let ttl_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
+            // Expired messages go back to work, into the lane they came from.
             args.insert(
                 "x-dead-letter-exchange".into(),
-                long_string(&self.dead_exchange()),
+                long_string(&self.work_exchange()),
             );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                long_string(lane.as_str()),
+            );
+            // At-least-once dead-lettering: the broker keeps an expired message until the
+            // work queue has confirmed it, so a retry is not lost if a node fails meanwhile.
+            // (It requires overflow=reject-publish.)
+            args.insert(
+                "x-dead-letter-strategy".into(),
+                long_string("at-least-once"),
+            );
+            args.insert("x-overflow".into(), long_string("reject-publish"));
             channel
-                .queue_declare(self.job_queue(lane).into(), durable, args)
+                .queue_declare(self.delay_queue(lane, *delay).into(), durable, args)
                 .await?;
-            channel
-                .queue_bind(
-                    self.job_queue(lane).into(),
-                    self.work_exchange().into(),
-                    lane.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-
-            for delay in &self.retry_delays {
-                let mut args = FieldTable::default();
-                args.insert("x-queue-type".into(), long_string("quorum"));
-                let ttl_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
-                // Expired messages go back to work, into the lane they came from.
-                args.insert(
-                    "x-dead-letter-exchange".into(),
-                    long_string(&self.work_exchange()),
-                );
-                args.insert(
-                    "x-dead-letter-routing-key".into(),
-                    long_string(lane.as_str()),
-                );
-                // At-least-once dead-lettering: the broker keeps an expired message until the
-                // work queue has confirmed it, so a retry is not lost if a node fails meanwhile.
-                // (It requires overflow=reject-publish.)
-                args.insert(
-                    "x-dead-letter-strategy".into(),
-                    long_string("at-least-once"),
-                );
-                args.insert("x-overflow".into(), long_string("reject-publish"));
-                channel
-                    .queue_declare(self.delay_queue(lane, *delay).into(), durable, args)
-                    .await?;
-            }
         }
         Ok(())
     }

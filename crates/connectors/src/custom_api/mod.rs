@@ -1,5 +1,5 @@
 //! The custom REST API connector (`custom_api`): the contract in
-//! `docs/connectors/custom_api.md`, which the seed's "Custom API" section started.
+//! `docs/connectors/custom_api.md`, which the legacy app's "Custom API" section started.
 //!
 //! `settings` reads the integration's settings, `mapping` turns platform records into the
 //! contract's payloads, `client` writes them and `import` reads the listings back.

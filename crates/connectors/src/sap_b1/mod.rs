@@ -111,7 +111,7 @@ impl SapB1Connector {
     }
 }
 
-/// The seed stored the company (as `company_db` or `database`) and the server with the
+/// The legacy app stored the company (as `company_db` or `database`) and the server with the
 /// credentials; where they are still there they must name what settings name.
 fn agree_with_settings(
     credentials: &Credentials,
