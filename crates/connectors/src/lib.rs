@@ -6,6 +6,73 @@
 //! connector to map and send them, and records what comes back. The worker knows nothing of
 //! any one ERP: it sees only this interface.
 
+/// The `Connector` impl every HTTP connector shares. The ERP's own logic lives in inherent
+/// methods of the connector (`connection_test`, `payload`, `refers_to`, `export_ops`,
+/// `read_page`, and its `capabilities` and `http` fields); this only wires them to the trait,
+/// so the five impls do not repeat one another.
+macro_rules! http_connector {
+    ($connector:ty, $kind:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::Connector for $connector {
+            fn integration_type(&self) -> passerelle_core::IntegrationType {
+                $kind
+            }
+
+            fn capabilities(&self) -> &$crate::Capabilities {
+                &self.capabilities
+            }
+
+            async fn test_connection(
+                &self,
+            ) -> Result<$crate::ConnectionTest, $crate::ConnectorError> {
+                self.connection_test().await
+            }
+
+            fn map_record(
+                &self,
+                record: &passerelle_core::platform::PlatformRecord,
+            ) -> Result<serde_json::Value, $crate::ConnectorError> {
+                self.payload(record)
+            }
+
+            fn references(
+                &self,
+                record: &passerelle_core::platform::PlatformRecord,
+            ) -> Vec<$crate::Reference> {
+                self.refers_to(record)
+            }
+
+            fn redact(&self, value: &serde_json::Value) -> serde_json::Value {
+                self.http.redactor().json(value)
+            }
+
+            async fn export(
+                &self,
+                entity: passerelle_core::Entity,
+                ops: Vec<$crate::ExportOp>,
+            ) -> Vec<$crate::ExportResult> {
+                self.export_ops(entity, ops).await
+            }
+
+            async fn import_page(
+                &self,
+                entity: passerelle_core::Entity,
+                cursor: &$crate::ImportCursor,
+            ) -> Result<$crate::ImportPage, $crate::ConnectorError> {
+                self.read_page(entity, cursor).await
+            }
+        }
+    };
+}
+
+/// The customer a record refers to, for ERPs whose lines name their item by code and so
+/// need no product mapping.
+pub(crate) fn customer_only(record: &PlatformRecord) -> Vec<Reference> {
+    let mut references = record.references();
+    references.retain(|(kind, _)| *kind == passerelle_core::MappingEntityType::Customer);
+    references
+}
+
 pub mod breaker;
 pub mod custom_api;
 pub mod dynamics;

@@ -16,10 +16,9 @@ pub use settings::CustomApiSettings;
 use crate::http::{HttpOptions, HttpRuntime, Redactor};
 use crate::rate::{RateKey, RateLimits};
 use crate::{
-    Capabilities, ConnectionTest, Connector, ConnectorContext, ConnectorError, ExportOp,
-    ExportResult, Idempotency, ImportCursor, ImportPage, elapsed_ms,
+    Capabilities, ConnectionTest, ConnectorContext, ConnectorError, ExportOp, ExportResult,
+    Idempotency, elapsed_ms,
 };
-use async_trait::async_trait;
 use passerelle_core::platform::PlatformRecord;
 use passerelle_core::vault::Credentials;
 use passerelle_core::{Entity, IntegrationType};
@@ -89,17 +88,10 @@ impl CustomApiConnector {
     }
 }
 
-#[async_trait]
-impl Connector for CustomApiConnector {
-    fn integration_type(&self) -> IntegrationType {
-        IntegrationType::CustomApi
-    }
+http_connector!(CustomApiConnector, IntegrationType::CustomApi);
 
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
-    async fn test_connection(&self) -> Result<ConnectionTest, ConnectorError> {
+impl CustomApiConnector {
+    async fn connection_test(&self) -> Result<ConnectionTest, ConnectorError> {
         let start = Instant::now();
         let url = self.settings.url("/health", None);
         self.http
@@ -115,29 +107,22 @@ impl Connector for CustomApiConnector {
         })
     }
 
-    fn map_record(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
+    fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
         map_record(record)
     }
 
-    fn redact(&self, value: &Value) -> Value {
-        self.http.redactor().json(value)
+    /// None: the custom API takes the customer's email and each line's SKU.
+    fn refers_to(&self, _record: &PlatformRecord) -> Vec<crate::Reference> {
+        Vec::new()
     }
 
-    async fn export(&self, entity: Entity, ops: Vec<ExportOp>) -> Vec<ExportResult> {
+    async fn export_ops(&self, entity: Entity, ops: Vec<ExportOp>) -> Vec<ExportResult> {
         // Sent concurrently, results in op order; the HTTP runtime paces and embargoes.
         crate::in_order_concurrently(
             ops.into_iter().map(|op| self.export_one(entity, op)),
             self.settings.concurrency,
         )
         .await
-    }
-
-    async fn import_page(
-        &self,
-        entity: Entity,
-        cursor: &ImportCursor,
-    ) -> Result<ImportPage, ConnectorError> {
-        self.read_page(entity, cursor).await
     }
 }
 

@@ -45,11 +45,7 @@ pub use settings::DynamicsSettings;
 use crate::http::{HttpOptions, HttpRuntime, Redactor};
 use crate::oauth::{ClientCredentials, ClientCredentialsIssuer};
 use crate::rate::RateKey;
-use crate::{
-    Capabilities, ConnectionTest, Connector, ConnectorContext, ConnectorError, ExportOp,
-    ExportResult, Idempotency, ImportCursor, ImportPage, Reference,
-};
-use async_trait::async_trait;
+use crate::{Capabilities, ConnectorContext, ConnectorError, Idempotency, Reference};
 use passerelle_core::platform::PlatformRecord;
 use passerelle_core::vault::Credentials;
 use passerelle_core::{Entity, IntegrationType};
@@ -153,43 +149,16 @@ impl DynamicsConnector {
     }
 }
 
-#[async_trait]
-impl Connector for DynamicsConnector {
-    fn integration_type(&self) -> IntegrationType {
-        IntegrationType::Dynamics365
-    }
+http_connector!(DynamicsConnector, IntegrationType::Dynamics365);
 
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
-    async fn test_connection(&self) -> Result<ConnectionTest, ConnectorError> {
-        self.connection_test().await
-    }
-
-    fn map_record(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
+impl DynamicsConnector {
+    fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
         map_record(&self.settings, record)
     }
 
     /// The customer, and an order's products (lines bind their product row).
-    fn references(&self, record: &PlatformRecord) -> Vec<Reference> {
+    fn refers_to(&self, record: &PlatformRecord) -> Vec<Reference> {
         record.references()
-    }
-
-    fn redact(&self, value: &Value) -> Value {
-        self.http.redactor().json(value)
-    }
-
-    async fn export(&self, entity: Entity, ops: Vec<ExportOp>) -> Vec<ExportResult> {
-        self.export_ops(entity, ops).await
-    }
-
-    async fn import_page(
-        &self,
-        entity: Entity,
-        cursor: &ImportCursor,
-    ) -> Result<ImportPage, ConnectorError> {
-        self.read_page(entity, cursor).await
     }
 }
 

@@ -34,14 +34,10 @@ pub use settings::{OrderDocument, QuickBooksSettings};
 use crate::http::{HttpOptions, HttpRuntime, Redactor};
 use crate::oauth::{Issuer, OAuthTokens};
 use crate::rate::RateKey;
-use crate::{
-    Capabilities, ConnectionTest, Connector, ConnectorContext, ConnectorError, ExportOp,
-    ExportResult, Idempotency, ImportCursor, ImportPage, Reference,
-};
-use async_trait::async_trait;
+use crate::{Capabilities, ConnectorContext, ConnectorError, Idempotency, Reference};
+use passerelle_core::IntegrationType;
 use passerelle_core::platform::PlatformRecord;
 use passerelle_core::vault::Credentials;
-use passerelle_core::{Entity, IntegrationType};
 use serde_json::Value;
 
 const INTUIT: Issuer = Issuer {
@@ -126,43 +122,16 @@ impl QuickBooksConnector {
     }
 }
 
-#[async_trait]
-impl Connector for QuickBooksConnector {
-    fn integration_type(&self) -> IntegrationType {
-        IntegrationType::QuickBooks
-    }
+http_connector!(QuickBooksConnector, IntegrationType::QuickBooks);
 
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
-    async fn test_connection(&self) -> Result<ConnectionTest, ConnectorError> {
-        self.connection_test().await
-    }
-
-    fn map_record(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
+impl QuickBooksConnector {
+    fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
         map_record(&self.settings, record)
     }
 
     /// The customer, and an order's products (lines name their item by id).
-    fn references(&self, record: &PlatformRecord) -> Vec<Reference> {
+    fn refers_to(&self, record: &PlatformRecord) -> Vec<Reference> {
         record.references()
-    }
-
-    fn redact(&self, value: &Value) -> Value {
-        self.http.redactor().json(value)
-    }
-
-    async fn export(&self, entity: Entity, ops: Vec<ExportOp>) -> Vec<ExportResult> {
-        self.export_ops(entity, ops).await
-    }
-
-    async fn import_page(
-        &self,
-        entity: Entity,
-        cursor: &ImportCursor,
-    ) -> Result<ImportPage, ConnectorError> {
-        self.read_page(entity, cursor).await
     }
 }
 

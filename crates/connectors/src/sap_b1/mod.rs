@@ -30,14 +30,13 @@ pub use settings::{DEFAULT_LIMITS, InvoiceLines, InvoiceType, SapB1Settings};
 use crate::http::{HttpOptions, HttpRuntime, Redactor};
 use crate::rate::RateKey;
 use crate::{
-    Capabilities, ConnectionTest, Connector, ConnectorContext, ConnectorError, ExportOp,
-    ExportResult, Idempotency, ImportCursor, ImportPage, Reference, required_credential,
+    Capabilities, ConnectorContext, ConnectorError, ExportOp, ExportResult, Idempotency, Reference,
+    required_credential,
 };
-use async_trait::async_trait;
 use client::{SessionState, target};
 use passerelle_core::platform::PlatformRecord;
 use passerelle_core::vault::Credentials;
-use passerelle_core::{Entity, IntegrationType, MappingEntityType};
+use passerelle_core::{Entity, IntegrationType};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use url::Url;
@@ -140,36 +139,19 @@ fn agree_with_settings(
     Ok(())
 }
 
-#[async_trait]
-impl Connector for SapB1Connector {
-    fn integration_type(&self) -> IntegrationType {
-        IntegrationType::SapB1
-    }
+http_connector!(SapB1Connector, IntegrationType::SapB1);
 
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
-    async fn test_connection(&self) -> Result<ConnectionTest, ConnectorError> {
-        self.connection_test().await
-    }
-
-    fn map_record(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
+impl SapB1Connector {
+    fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
         self.map(record)
     }
 
     /// Only the customer: document lines name their item by code.
-    fn references(&self, record: &PlatformRecord) -> Vec<Reference> {
-        let mut references = record.references();
-        references.retain(|(kind, _)| *kind == MappingEntityType::Customer);
-        references
+    fn refers_to(&self, record: &PlatformRecord) -> Vec<Reference> {
+        crate::customer_only(record)
     }
 
-    fn redact(&self, value: &Value) -> Value {
-        self.http.redactor().json(value)
-    }
-
-    async fn export(&self, entity: Entity, ops: Vec<ExportOp>) -> Vec<ExportResult> {
+    async fn export_ops(&self, entity: Entity, ops: Vec<ExportOp>) -> Vec<ExportResult> {
         let Some(target) = target(entity) else {
             return crate::refuse_all(
                 &ops,
@@ -184,14 +166,6 @@ impl Connector for SapB1Connector {
             EXPORT_PARALLELISM,
         )
         .await
-    }
-
-    async fn import_page(
-        &self,
-        entity: Entity,
-        cursor: &ImportCursor,
-    ) -> Result<ImportPage, ConnectorError> {
-        self.read_page(entity, cursor).await
     }
 }
 

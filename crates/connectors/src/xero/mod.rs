@@ -25,14 +25,10 @@ pub use settings::{OrderDocument, XeroSettings};
 use crate::http::{HttpOptions, HttpRuntime, Redactor};
 use crate::oauth::{Issuer, OAuthTokens};
 use crate::rate::RateKey;
-use crate::{
-    Capabilities, ConnectionTest, Connector, ConnectorContext, ConnectorError, ExportOp,
-    ExportResult, Idempotency, ImportCursor, ImportPage, Reference,
-};
-use async_trait::async_trait;
+use crate::{Capabilities, ConnectorContext, ConnectorError, Idempotency, Reference};
+use passerelle_core::IntegrationType;
 use passerelle_core::platform::PlatformRecord;
 use passerelle_core::vault::Credentials;
-use passerelle_core::{Entity, IntegrationType, MappingEntityType};
 use serde_json::Value;
 
 pub struct XeroConnector {
@@ -107,44 +103,15 @@ impl XeroConnector {
     }
 }
 
-#[async_trait]
-impl Connector for XeroConnector {
-    fn integration_type(&self) -> IntegrationType {
-        IntegrationType::Xero
-    }
+http_connector!(XeroConnector, IntegrationType::Xero);
 
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
-    async fn test_connection(&self) -> Result<ConnectionTest, ConnectorError> {
-        self.connection_test().await
-    }
-
-    fn map_record(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
+impl XeroConnector {
+    fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
         self.map(record, None)
     }
 
     /// Only the contact: line items name their item by code.
-    fn references(&self, record: &PlatformRecord) -> Vec<Reference> {
-        let mut references = record.references();
-        references.retain(|(kind, _)| *kind == MappingEntityType::Customer);
-        references
-    }
-
-    fn redact(&self, value: &Value) -> Value {
-        self.http.redactor().json(value)
-    }
-
-    async fn export(&self, entity: Entity, ops: Vec<ExportOp>) -> Vec<ExportResult> {
-        self.export_ops(entity, ops).await
-    }
-
-    async fn import_page(
-        &self,
-        entity: Entity,
-        cursor: &ImportCursor,
-    ) -> Result<ImportPage, ConnectorError> {
-        self.read_page(entity, cursor).await
+    fn refers_to(&self, record: &PlatformRecord) -> Vec<Reference> {
+        crate::customer_only(record)
     }
 }
