@@ -13,6 +13,7 @@ pub mod custom_api;
 pub mod dataverse;
 mod faults;
 mod guard;
+mod idempotency;
 mod problem;
 pub mod quickbooks;
 pub mod sap_b1;

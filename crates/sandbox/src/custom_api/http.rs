@@ -4,12 +4,12 @@
 //! Every error leaves as problem+json, including the ones axum would answer in plain text
 //! (bad paths, oversized bodies, unknown routes, wrong methods).
 
-use super::idempotency::{Claim, StoredResponse};
 use super::store::{Collection, decode_cursor, encode_cursor};
 use super::validate::{Write, validate};
-use super::{Account, AccountConfig, AccountState, CustomApiSim, lock};
+use super::{Account, AccountConfig, CustomApiSim, lock};
 use crate::SandboxError;
 use crate::faults::{Admission, Fault, Injection, TIMEOUT_FAULT_HOLD};
+use crate::idempotency::{Claim, KeyClaim};
 use crate::problem::{Problem, Reply};
 use axum::Router;
 use axum::body::Bytes;
@@ -18,11 +18,11 @@ use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -318,19 +318,14 @@ async fn write(
                 .fingerprinter
                 .fingerprint(&call.method, &call.path, &body);
             let mut state = lock(&account.state);
-            match state.idempotency.claim(&key, fingerprint, Utc::now()) {
+            match state
+                .idempotency
+                .claim(&key, Some(fingerprint), RETENTION, Utc::now())
+            {
                 Claim::Proceed { token } => {
-                    claim = Some(KeyClaim {
-                        state: account.state.clone(),
-                        key,
-                        token,
-                        settled: false,
-                    });
+                    claim = Some(KeyClaim::new(account.state.clone(), key, token));
                 }
-                Claim::Replay(stored) => {
-                    state.replays += 1;
-                    return Ok(replay(stored));
-                }
+                Claim::Replay(stored) => return Ok(replay(stored)),
                 Claim::InFlight => {
                     return Err(Problem::new(
                         StatusCode::CONFLICT,
@@ -385,50 +380,41 @@ async fn write(
     };
     if let Some(claim) = claim {
         if target.is_none() && result.is_ok() {
-            *state.creates_by_key.entry(claim.key.clone()).or_default() += 1;
+            state.idempotency.record_creates(claim.key(), 1);
         }
-        claim.settle(&mut state, &result);
+        // Only a success is replayed: a refused request created nothing, and a corrected
+        // retry with the same key is handled afresh.
+        let stored = match &result {
+            Ok(reply) if reply.status.is_success() => Some(StoredResponse::of(reply)),
+            _ => None,
+        };
+        claim.settle(&mut state.idempotency, stored);
     }
     result
 }
 
-/// An `Idempotency-Key` held in flight by one request. Dropped unsettled (the request was
-/// abandoned mid-way), it frees the key so a retry is not refused forever.
-struct KeyClaim {
-    state: Arc<Mutex<AccountState>>,
-    key: String,
-    token: u64,
-    settled: bool,
+/// How long a successful answer is replayed (draft-ietf-httpapi-idempotency-key-header
+/// leaves it to the server; a day covers any retry schedule).
+const RETENTION: TimeDelta = TimeDelta::hours(24);
+
+/// An answer kept for replay.
+#[derive(Clone, Debug)]
+pub(super) struct StoredResponse {
+    status: StatusCode,
+    body: Bytes,
+    location: Option<HeaderValue>,
 }
 
-impl KeyClaim {
-    /// Called with the account locked, hence `state` passed in rather than locked here.
-    fn settle(mut self, state: &mut AccountState, result: &Result<Reply, Problem>) {
-        let stored = match result {
-            Ok(reply) if reply.status.is_success() => Some(StoredResponse {
-                status: reply.status,
-                body: reply.body.clone(),
-                location: reply
-                    .headers
-                    .iter()
-                    .find(|(name, _)| name == header::LOCATION)
-                    .map(|(_, value)| value.clone()),
-            }),
-            _ => None,
-        };
-        state
-            .idempotency
-            .settle(&self.key, self.token, stored, Utc::now());
-        self.settled = true;
-    }
-}
-
-impl Drop for KeyClaim {
-    fn drop(&mut self) {
-        if !self.settled {
-            lock(&self.state)
-                .idempotency
-                .settle(&self.key, self.token, None, Utc::now());
+impl StoredResponse {
+    fn of(reply: &Reply) -> Self {
+        Self {
+            status: reply.status,
+            body: reply.body.clone(),
+            location: reply
+                .headers
+                .iter()
+                .find(|(name, _)| name == header::LOCATION)
+                .map(|(_, value)| value.clone()),
         }
     }
 }

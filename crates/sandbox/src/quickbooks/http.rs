@@ -12,6 +12,7 @@ use super::query;
 use super::tokens::Refusal;
 use super::{QuickBooksAppConfig, QuickBooksSim, Realm, RealmState, lock, qb_time};
 use crate::faults::{Admission, Fault, Injection, TIMEOUT_FAULT_HOLD};
+use crate::idempotency::Claim;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::FormRejection;
@@ -438,23 +439,25 @@ async fn api(
     }
     let mut state = lock(&realm.state);
     let writes = method == Method::POST && rest != "query";
-    if writes
-        && let Some(id) = &request_id
-        && let Some((status, body)) = state.answers.get(id).cloned()
-    {
-        state.replays += 1;
-        return after(
-            then,
-            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-            body,
-        );
-    }
+    // The realm stays locked from claim to settle, so a repeat never finds its key in flight.
+    let claim = match request_id.filter(|_| writes) {
+        Some(id) => match state.answers.claim(&id, None, TimeDelta::MAX, now) {
+            Claim::Replay((status, body)) => return after(then, status, body),
+            Claim::Proceed { token } => Some((id, token)),
+            // Neither happens under the lock with the key alone compared; were a handler to
+            // panic mid-way, its key would be left in flight and a repeat handled afresh.
+            Claim::InFlight | Claim::Mismatch => None,
+        },
+        None => None,
+    };
     let creates_before: u64 = state.data.creates.iter().sum();
     let (status, body) = handle(&mut state, &realm.id, &method, &rest, &params, &body, now);
-    if writes && let Some(id) = request_id {
+    if let Some((id, token)) = claim {
         let created = state.data.creates.iter().sum::<u64>() - creates_before;
-        *state.creates_by_requestid.entry(id.clone()).or_default() += created;
-        state.answers.insert(id, (status.as_u16(), body.clone()));
+        state.answers.record_creates(&id, created);
+        state
+            .answers
+            .settle(&id, token, Some((status, body.clone())), now);
     }
     after(then, status, body)
 }

@@ -8,7 +8,6 @@
 //! refused records, and plain text for unknown resources.
 
 use super::dates;
-use super::idempotency::{Claim, StoredAnswer};
 use super::limits::{Admission, LimitProblem, Remaining, TenantGate};
 use super::model::{self, Context, Mode};
 use super::query::{self, Pagination};
@@ -16,6 +15,7 @@ use super::store::{Kind, TenantData, code_key, invoice_number_key, quote_number_
 use super::{App, Tenant, TenantState, XeroAppConfig, XeroSim, lock};
 use crate::SandboxError;
 use crate::faults::{Fault, Injection, TIMEOUT_FAULT_HOLD};
+use crate::idempotency::{Claim, KeyClaim};
 use crate::problem::{Problem, Reply, admin_body, admin_json, admin_path};
 use axum::Router;
 use axum::body::Bytes;
@@ -953,20 +953,16 @@ async fn write(
                 .fingerprinter
                 .fingerprint(&call.method, &call.path_and_query, &call.body);
         let mut state = lock(&tenant.state);
-        match state
-            .idempotency
-            .claim(&key, fingerprint, settings.idempotency_window, Utc::now())
-        {
+        match state.idempotency.claim(
+            &key,
+            Some(fingerprint),
+            settings.idempotency_window,
+            Utc::now(),
+        ) {
             Claim::Proceed { token } => {
-                claim = Some(KeyClaim {
-                    tenant: tenant.clone(),
-                    key,
-                    token,
-                    settled: false,
-                });
+                claim = Some(KeyClaim::new(tenant.clone(), key, token));
             }
             Claim::Replay(answer) => {
-                state.replays += 1;
                 return Reply::new(answer.status, answer.content_type, answer.body);
             }
             Claim::InFlight => {
@@ -997,9 +993,9 @@ async fn write(
     let (reply, created) = write_locked(&mut state, settings, call, kind, target);
     if let Some(claim) = claim {
         if created > 0 {
-            *state.creates_by_key.entry(claim.key.clone()).or_default() += created;
+            state.idempotency.record_creates(claim.key(), created);
         }
-        claim.settle(&mut state, &reply);
+        claim.settle(&mut state.idempotency, Some(StoredAnswer::of(&reply)));
     }
     reply
 }
@@ -1188,36 +1184,21 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Reply> {
     }
 }
 
-/// A key held in flight by one request. Dropped unsettled (the request was abandoned), it
-/// frees the key so a retry is not refused forever.
-struct KeyClaim {
-    tenant: Arc<Tenant>,
-    key: String,
-    token: u64,
-    settled: bool,
+/// An answer kept for replay: Xero replays errors too (the client must fix the request and
+/// use a new key).
+#[derive(Clone, Debug)]
+pub(super) struct StoredAnswer {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
 }
 
-impl KeyClaim {
-    /// Called with the tenant locked, hence `state` passed in rather than locked here.
-    fn settle(mut self, state: &mut TenantState, reply: &Reply) {
-        let answer = StoredAnswer {
+impl StoredAnswer {
+    fn of(reply: &Reply) -> Self {
+        Self {
             status: reply.status,
             content_type: reply.content_type,
             body: reply.body.clone(),
-        };
-        state
-            .idempotency
-            .settle(&self.key, self.token, Some(answer), Utc::now());
-        self.settled = true;
-    }
-}
-
-impl Drop for KeyClaim {
-    fn drop(&mut self) {
-        if !self.settled {
-            lock(&self.tenant.state)
-                .idempotency
-                .settle(&self.key, self.token, None, Utc::now());
         }
     }
 }
