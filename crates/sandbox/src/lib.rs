@@ -11,6 +11,7 @@
 
 pub mod custom_api;
 pub mod dataverse;
+mod fault_plan;
 mod faults;
 mod guard;
 mod idempotency;

@@ -8,7 +8,8 @@ use super::store::{Collection, decode_cursor, encode_cursor};
 use super::validate::{Write, validate};
 use super::{Account, AccountConfig, CustomApiSim, lock};
 use crate::SandboxError;
-use crate::faults::{Admission, Fault, Injection, TIMEOUT_FAULT_HOLD};
+use crate::fault_plan::{self, FaultAnswers, FaultPlan, Outcome};
+use crate::faults::{Admission, Fault};
 use crate::idempotency::{Claim, KeyClaim};
 use crate::problem::{Problem, Reply};
 use axum::Router;
@@ -169,11 +170,30 @@ async fn update(
     serve(&sim, Call::new(method, &uri, headers), op).await
 }
 
-/// How an injected fault changes an otherwise normal answer.
-enum Outcome {
-    AsIs,
-    Truncate,
-    Drop,
+/// The custom API's answers to injected faults, for one account.
+struct CustomApiFaults<'a>(&'a Account);
+
+impl FaultAnswers for CustomApiFaults<'_> {
+    type Reply = Reply;
+
+    fn status(&self, status: StatusCode, retry_after: Option<u64>) -> Reply {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let mut state = lock(&self.0.state);
+            match retry_after {
+                Some(secs) => state.gate.told_to_wait(Utc::now(), secs),
+                None => state.gate.limited_without_wait(),
+            }
+        }
+        Problem::status(status, retry_after).into_reply()
+    }
+
+    fn held_too_long(&self) -> Reply {
+        Problem::plain(StatusCode::GATEWAY_TIMEOUT, "sandbox fault: held too long").into_reply()
+    }
+
+    fn shutting_down(&self) -> Reply {
+        shutting_down().into_reply()
+    }
 }
 
 /// The pipeline every API request goes through.
@@ -200,36 +220,12 @@ async fn serve(sim: &CustomApiSim, call: Call, op: Result<Op, Problem>) -> Respo
         Admission::Admitted(injection) => injection,
     };
 
-    let mut latency = None;
-    let mut outcome = Outcome::AsIs;
-    match injection {
-        None => {}
-        Some(Injection::Status {
-            status,
-            retry_after,
-        }) => {
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                let mut state = lock(&account.state);
-                match retry_after {
-                    Some(secs) => state.gate.told_to_wait(Utc::now(), secs),
-                    None => state.gate.limited_without_wait(),
-                }
-            }
-            return Problem::status(status, retry_after).into_response();
-        }
-        Some(Injection::Html) => return proxy_error_page(),
-        Some(Injection::Timeout) => {
-            return if sim.shared.interrupt.sleep(TIMEOUT_FAULT_HOLD).await {
-                Problem::plain(StatusCode::GATEWAY_TIMEOUT, "sandbox fault: held too long")
-                    .into_response()
-            } else {
-                shutting_down().into_response()
-            };
-        }
-        Some(Injection::Latency(delay)) => latency = Some(delay),
-        Some(Injection::Malformed) => outcome = Outcome::Truncate,
-        Some(Injection::DropResponse) => outcome = Outcome::Drop,
-    }
+    let answers = CustomApiFaults(&account);
+    let (latency, outcome) =
+        match fault_plan::plan(&answers, &sim.shared.interrupt, injection).await {
+            FaultPlan::Answer(reply) => return reply.into_response(),
+            FaultPlan::Handle { latency, outcome } => (latency, outcome),
+        };
 
     let reply = match op {
         Ok(op) => handle(sim, &account, &call, op, latency).await,
@@ -585,14 +581,6 @@ fn shutting_down() -> Problem {
         StatusCode::SERVICE_UNAVAILABLE,
         "the sandbox is shutting down",
     )
-}
-
-/// What a reverse proxy answers when the ERP behind it is down.
-fn proxy_error_page() -> Response {
-    const PAGE: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
-        <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n\
-        </html>\r\n";
-    Reply::new(StatusCode::BAD_GATEWAY, "text/html", PAGE).into_response()
 }
 
 async fn no_route(uri: OriginalUri) -> Problem {

@@ -11,7 +11,8 @@ use super::model::{Kind, QbError, RealmData};
 use super::query;
 use super::tokens::Refusal;
 use super::{QuickBooksAppConfig, QuickBooksSim, Realm, RealmState, lock, qb_time};
-use crate::faults::{Admission, Fault, Injection, TIMEOUT_FAULT_HOLD};
+use crate::fault_plan::{self, FaultAnswers, Outcome};
+use crate::faults::{Admission, Fault, Injection};
 use crate::idempotency::Claim;
 use axum::Router;
 use axum::body::Bytes;
@@ -161,60 +162,39 @@ fn status_fault(status: StatusCode, retry_after: Option<u64>) -> Response {
     }
 }
 
-/// What to do after handling, because of a fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
-    Answer,
-    Malformed,
-    Drop,
-}
+/// QuickBooks' answers to injected faults.
+struct QuickBooksFaults;
 
-/// Applies a fault's part that comes before handling; `Err` is the answer instead.
-async fn before(sim: &QuickBooksSim, injection: Option<Injection>) -> Result<After, Response> {
-    match injection {
-        None => Ok(After::Answer),
-        Some(Injection::Status {
-            status,
-            retry_after,
-        }) => Err(status_fault(status, retry_after)),
-        Some(Injection::Latency(d)) => {
-            if sim.shared.interrupt.sleep(d).await {
-                Ok(After::Answer)
-            } else {
-                Err(answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "sandbox shutting down"}),
-                ))
-            }
-        }
-        Some(Injection::Timeout) => {
-            sim.shared.interrupt.sleep(TIMEOUT_FAULT_HOLD).await;
-            Err(answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "sandbox shutting down"}),
-            ))
-        }
-        Some(Injection::Html) => Err((
-            StatusCode::BAD_GATEWAY,
-            [(header::CONTENT_TYPE, "text/html")],
-            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+impl FaultAnswers for QuickBooksFaults {
+    type Reply = Response;
+
+    fn status(&self, status: StatusCode, retry_after: Option<u64>) -> Response {
+        status_fault(status, retry_after)
+    }
+
+    fn shutting_down(&self) -> Response {
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "sandbox shutting down"}),
         )
-            .into_response()),
-        Some(Injection::Malformed) => Ok(After::Malformed),
-        Some(Injection::DropResponse) => Ok(After::Drop),
     }
 }
 
-fn after(after: After, status: StatusCode, body: Value) -> Response {
+/// Applies a fault's part that comes before handling; `Err` is the answer instead.
+async fn before(sim: &QuickBooksSim, injection: Option<Injection>) -> Result<Outcome, Response> {
+    fault_plan::before_handling(&QuickBooksFaults, &sim.shared.interrupt, injection).await
+}
+
+fn after(after: Outcome, status: StatusCode, body: Value) -> Response {
     match after {
-        After::Answer => answer(status, body),
-        After::Malformed => {
+        Outcome::AsIs => answer(status, body),
+        Outcome::Truncate => {
             let text = body.to_string();
             let half = text.len() / 2;
             let cut: String = text.chars().take(half).collect();
             (status, [(header::CONTENT_TYPE, "application/json")], cut).into_response()
         }
-        After::Drop => answer(
+        Outcome::Drop => answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             fault(
                 "SystemFault",
