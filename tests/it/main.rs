@@ -9,6 +9,7 @@ mod support;
 
 mod config_cli;
 mod dynamics;
+mod erp;
 mod limiter;
 mod migrate;
 mod model;

@@ -6,21 +6,19 @@ use crate::support::*;
 use passerelle_core::RunStatus;
 use std::time::Duration;
 
-const RABBITMQ: &str = "127.0.0.1:5672";
-const POSTGRES: &str = "127.0.0.1:5432";
-
-/// Proxies for both services and the environment that sends a role through them.
+/// Proxies for both services (the test servers, PASSERELLE_TEST_AMQP and _PG) and the
+/// environment that sends a role through them.
 async fn proxies(env: &Env) -> (Proxy, Proxy, Vec<(&'static str, String)>) {
-    let amqp = Proxy::start(RABBITMQ.parse().unwrap()).await;
-    let pg = Proxy::start(POSTGRES.parse().unwrap()).await;
+    let amqp = Proxy::start(socket_addr(&amqp_url())).await;
+    let pg = Proxy::start(socket_addr(&env.db.url)).await;
     let vars = vec![
         (
             "PASSERELLE__AMQP__URL",
-            format!("amqp://guest:guest@127.0.0.1:{}/%2f", amqp.port),
+            through(&amqp_url(), "127.0.0.1", amqp.port),
         ),
         (
             "PASSERELLE__DATABASE__URL",
-            format!("postgres://postgres@127.0.0.1:{}/{}", pg.port, env.db.name),
+            through(&env.db.url, "127.0.0.1", pg.port),
         ),
     ];
     (amqp, pg, vars)

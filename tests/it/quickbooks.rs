@@ -1,6 +1,7 @@
 //! The QuickBooks Online connector end to end: the real worker and queue against the
 //! QuickBooks simulator.
 
+use crate::erp::*;
 use crate::support::*;
 use passerelle_connectors::quickbooks::QuickBooksConnector;
 use passerelle_connectors::{
@@ -12,7 +13,6 @@ use passerelle_sandbox::quickbooks::{
 };
 use std::time::Duration;
 
-const LONG: Duration = Duration::from_secs(120);
 const SECRET: &str = "qb-client-secret-123456";
 const FIRST_REFRESH: &str = "AB11-refresh-token-initial-0001";
 
@@ -44,17 +44,20 @@ impl Qb {
             client_id,
         }
     }
+}
 
-    /// An active QuickBooks integration through the CLI.
-    fn integration(
-        &self,
-        tenant: i64,
-        entities: &str,
-        direction: &str,
-        extra: serde_json::Value,
-    ) -> i64 {
+impl Erp for Qb {
+    type Stats = QuickBooksStats;
+    const KIND: &'static str = "quickbooks";
+    const NAME: &'static str = "QuickBooks";
+
+    fn env(&self) -> &Env {
+        &self.env
+    }
+
+    fn settings(&self) -> serde_json::Value {
         let base = self.env.sandbox.quickbooks_url();
-        let mut settings = serde_json::json!({
+        serde_json::json!({
             "realm_id": self.realm_id,
             "api_url": base,
             "token_url": format!("{base}/oauth2/v1/tokens/bearer"),
@@ -62,83 +65,40 @@ impl Qb {
             "rate_limit": {"requests": 6000, "per_secs": 60},
             "batch_rate_limit": {"requests": 6000, "per_secs": 60},
             "throttle_wait_secs": 1,
-        });
-        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                s.insert(k.clone(), v.clone());
-            }
-        }
-        let credentials = serde_json::json!({
-            "client_id": self.client_id,
-            "client_secret": SECRET,
-            "refresh_token": FIRST_REFRESH,
-        });
-        self.env.create_active(
-            tenant,
-            "QuickBooks",
-            "quickbooks",
-            entities,
-            direction,
-            &settings,
-            &credentials,
-        )
+        })
+    }
+
+    fn credentials(&self) -> serde_json::Value {
+        oauth_credentials(&self.client_id, SECRET, Some(FIRST_REFRESH))
     }
 
     fn stats(&self) -> QuickBooksStats {
         self.env.sandbox.quickbooks().stats(&self.realm_id).unwrap()
-    }
-
-    fn assert_no_duplicates(&self) {
-        let stats = self.stats();
-        assert!(
-            stats.duplicate_business_keys.is_empty(),
-            "duplicates at QuickBooks: {:?}",
-            stats.duplicate_business_keys
-        );
-    }
-
-    async fn failures(&self, integration: i64) -> Vec<String> {
-        sqlx::query_scalar("SELECT error_message FROM integration_logs WHERE integration_id = $1 AND status = 'failed' LIMIT 3")
-            .bind(integration)
-            .fetch_all(self.env.db.store.pool())
-            .await
-            .unwrap()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickbooks_exports_items_customers_estimates_and_invoices_in_batches_exactly_once() {
     let q = Qb::new("qexp", |_| {}).await;
-    let seeded = q
-        .env
-        .db
-        .store
-        .seed_tenant("Acme", 30, 12, 60)
-        .await
-        .unwrap();
-    let integration = q.integration(
-        seeded.tenant_id,
-        "customers,products,orders,invoices",
-        "export",
-        serde_json::json!({}),
-    );
+    let (_, integration) = q
+        .seeded_export(
+            (30, 12, 60),
+            "customers,products,orders,invoices",
+            serde_json::json!({}),
+        )
+        .await;
     let _w = q.env.worker(2);
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "{r:?} {:?}",
-        q.failures(integration).await
-    );
+    q.sync_succeeds(integration).await;
     let stats = q.stats();
-    assert_eq!(
-        stats.creates.get("Customer").copied(),
-        Some(12),
-        "{stats:?}"
+    assert_creates(
+        &stats,
+        &[
+            ("Customer", 12),
+            ("Item", 30),
+            ("Estimate", 60),
+            ("Invoice", 6),
+        ],
     );
-    assert_eq!(stats.creates.get("Item").copied(), Some(30));
-    assert_eq!(stats.creates.get("Estimate").copied(), Some(60));
-    assert_eq!(stats.creates.get("Invoice").copied(), Some(6));
     assert!(
         stats.batch_requests > 0 && stats.requests < 30,
         "records went one by one, not in batches: {} requests, {} batches",
@@ -149,7 +109,7 @@ async fn quickbooks_exports_items_customers_estimates_and_invoices_in_batches_ex
         stats.creates_by_requestid.values().all(|n| *n <= 30),
         "{stats:?}"
     );
-    q.assert_no_duplicates();
+    q.assert_created_once();
     // An estimate points at the customer and items QuickBooks gave the order's rows.
     let api = q.env.sandbox.quickbooks();
     let estimate = &api.records(&q.realm_id, "Estimate")[0];
@@ -169,20 +129,11 @@ async fn quickbooks_exports_items_customers_estimates_and_invoices_in_batches_ex
     );
 
     // One product changes: one sparse update with the SyncToken kept in the mapping.
-    sqlx::query("UPDATE platform.products SET price = price + 1 WHERE sku = 'SKU-00001'")
-        .execute(q.env.db.store.pool())
-        .await
-        .unwrap();
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        (r.status, r.records_synced),
-        (RunStatus::Succeeded, 1),
-        "{r:?} {:?}",
-        q.failures(integration).await
-    );
+    q.raise_price("SKU-00001").await;
+    q.sync_ends(integration, RunStatus::Succeeded, 1, 0).await;
     let stats = q.stats();
-    assert_eq!(stats.updates.get("Item").copied(), Some(1), "{stats:?}");
-    assert_eq!(stats.creates.get("Item").copied(), Some(30));
+    assert_updates(&stats, &[("Item", 1)]);
+    assert_creates(&stats, &[("Item", 30)]);
     assert_eq!(
         stats.stale_updates, 0,
         "the stored SyncToken was stale: {stats:?}"
@@ -194,16 +145,8 @@ async fn quickbooks_exports_items_customers_estimates_and_invoices_in_batches_ex
         .unwrap();
     assert_eq!(updated["SyncToken"], "1");
     // It changes again: the token stored by the last update is the one sent now.
-    sqlx::query("UPDATE platform.products SET price = price + 1 WHERE sku = 'SKU-00001'")
-        .execute(q.env.db.store.pool())
-        .await
-        .unwrap();
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        (r.status, r.records_synced),
-        (RunStatus::Succeeded, 1),
-        "{r:?}"
-    );
+    q.raise_price("SKU-00001").await;
+    q.sync_ends(integration, RunStatus::Succeeded, 1, 0).await;
     assert_eq!((q.stats().updates["Item"], q.stats().stale_updates), (2, 0));
 }
 
@@ -217,13 +160,13 @@ async fn quickbooks_rotated_refresh_tokens_are_stored_before_use_and_expiry_mid_
         app.refresh_grace_secs = 0;
     })
     .await;
-    let seeded = q.env.db.store.seed_tenant("Acme", 5, 40, 0).await.unwrap();
-    let integration = q.integration(
-        seeded.tenant_id,
-        "customers",
-        "export",
-        serde_json::json!({"batch_size": 5}),
-    );
+    let (_, integration) = q
+        .seeded_export(
+            (5, 40, 0),
+            "customers",
+            serde_json::json!({"batch_size": 5}),
+        )
+        .await;
     q.env.sandbox.quickbooks().inject(
         &q.realm_id,
         Fault::Latency {
@@ -234,28 +177,15 @@ async fn quickbooks_rotated_refresh_tokens_are_stored_before_use_and_expiry_mid_
         },
     );
     let _w = q.env.worker(1);
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "{r:?} {:?}",
-        q.failures(integration).await
-    );
+    q.sync_succeeds(integration).await;
     // The app's tokens expire between runs too.
     q.env
         .sandbox
         .quickbooks()
         .expire_access_tokens(&q.client_id);
-    sqlx::query("UPDATE platform.customers SET phone = '+33 9 99 99 99 99'")
-        .execute(q.env.db.store.pool())
-        .await
-        .unwrap();
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "a second run with the stored token: {r:?}"
-    );
+    q.change_customer_phones().await;
+    // A second run, with the stored token.
+    q.sync_succeeds(integration).await;
     let stats = q.stats();
     assert!(
         stats.token_refreshes >= 3,
@@ -265,70 +195,36 @@ async fn quickbooks_rotated_refresh_tokens_are_stored_before_use_and_expiry_mid_
         stats.rejected_refreshes, 0,
         "a stale refresh token was used: {stats:?}"
     );
-    assert_eq!(
-        (stats.creates["Customer"], stats.updates["Customer"]),
-        (40, 40)
-    );
-    let vault = passerelle_core::vault::Vault::new(
-        passerelle_core::vault::KeyRing::from_base64(
-            "test1",
-            [("test1", q.env.vault_key.as_str())],
-        )
-        .unwrap(),
-    );
-    let creds = q
-        .env
-        .db
-        .store
-        .integration(integration)
-        .await
-        .unwrap()
-        .open_credentials(&vault)
-        .unwrap()
-        .unwrap();
+    assert_creates(&stats, &[("Customer", 40)]);
+    assert_updates(&stats, &[("Customer", 40)]);
+    let creds = q.stored_credentials(integration).await;
     assert_ne!(creds.get_str("refresh_token"), Some(FIRST_REFRESH));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickbooks_a_refused_customer_is_logged_and_the_rest_of_the_batch_goes_in() {
     let q = Qb::new("qrej", |_| {}).await;
-    let seeded = q.env.db.store.seed_tenant("Acme", 2, 6, 0).await.unwrap();
+    let (seeded, integration) = q
+        .seeded_export((2, 6, 0), "customers", serde_json::json!({}))
+        .await;
     // Two customers with one company name: DisplayName must be unique.
-    sqlx::query("UPDATE platform.customers SET company_name = 'Same Name SARL' WHERE id IN (SELECT id FROM platform.customers ORDER BY id LIMIT 2)")
-        .execute(q.env.db.store.pool())
-        .await
-        .unwrap();
-    let integration = q.integration(
-        seeded.tenant_id,
-        "customers",
-        "export",
-        serde_json::json!({}),
-    );
+    q.name_two_customers_alike(seeded.tenant_id).await;
     let _w = q.env.worker(1);
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        (r.status, r.records_synced, r.records_failed),
-        (RunStatus::Partial, 5, 1),
-        "{r:?}"
-    );
+    q.sync_ends(integration, RunStatus::Partial, 5, 1).await;
     let errors = q.failures(integration).await;
     assert!(
         errors[0].contains("QuickBooks refused") && errors[0].contains("6240"),
         "{errors:?}"
     );
-    q.assert_no_duplicates();
+    q.assert_created_once();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickbooks_a_batch_accepted_but_never_answered_is_not_created_twice() {
     let q = Qb::new("qdrop", |_| {}).await;
-    let seeded = q.env.db.store.seed_tenant("Acme", 12, 2, 0).await.unwrap();
-    let integration = q.integration(
-        seeded.tenant_id,
-        "products",
-        "export",
-        serde_json::json!({"batch_size": 5}),
-    );
+    let (_, integration) = q
+        .seeded_export((12, 2, 0), "products", serde_json::json!({"batch_size": 5}))
+        .await;
     // QuickBooks creates the first batch's items and every answer is lost, the in-call
     // retries' too: the job fails, comes back, and must find the items rather than create
     // them again.
@@ -341,17 +237,11 @@ async fn quickbooks_a_batch_accepted_but_never_answered_is_not_created_twice() {
         },
     );
     let _w = q.env.worker(1);
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "{r:?} {:?}",
-        q.failures(integration).await
-    );
+    q.sync_succeeds(integration).await;
     let stats = q.stats();
-    assert_eq!(stats.creates.get("Item").copied(), Some(12), "{stats:?}");
+    assert_creates(&stats, &[("Item", 12)]);
     // Our 12 and the "Services" item every company holds.
-    assert_eq!(stats.records.get("Item").copied(), Some(13));
+    assert_records(&stats, &[("Item", 13)]);
     assert!(
         stats.replays >= 1,
         "the repeats carried the same requestid: {stats:?}"
@@ -360,16 +250,9 @@ async fn quickbooks_a_batch_accepted_but_never_answered_is_not_created_twice() {
         stats.query_requests >= 1,
         "the retried creates were looked up: {stats:?}"
     );
-    q.assert_no_duplicates();
+    q.assert_created_once();
     // Every platform product is mapped to the item QuickBooks holds.
-    let mapped: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT external_id) FROM integration_mappings WHERE integration_id = $1",
-    )
-    .bind(integration)
-    .fetch_one(q.env.db.store.pool())
-    .await
-    .unwrap();
-    assert_eq!(mapped, 12);
+    assert_eq!(q.mapped(integration).await, 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,7 +268,7 @@ async fn quickbooks_429s_are_honoured_and_the_sync_completes() {
         };
     })
     .await;
-    let seeded = q.env.db.store.seed_tenant("Acme", 20, 2, 0).await.unwrap();
+    let seeded = q.seed(20, 2, 0).await;
     let integration = q.integration(
         seeded.tenant_id,
         "products",
@@ -411,21 +294,11 @@ async fn quickbooks_429s_are_honoured_and_the_sync_completes() {
         },
     );
     let _w = q.env.worker(1);
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "{r:?} {:?}",
-        q.failures(integration).await
-    );
+    q.sync_succeeds(integration).await;
     let stats = q.stats();
-    assert!(stats.rate_limited > 0, "{stats:?}");
-    assert_eq!(
-        stats.violations, 0,
-        "called again inside a throttled window: {stats:?}"
-    );
-    assert_eq!(stats.creates.get("Item").copied(), Some(20));
-    q.assert_no_duplicates();
+    assert_limits_honoured(&stats, None);
+    assert_creates(&stats, &[("Item", 20)]);
+    q.assert_created_once();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,32 +320,20 @@ async fn quickbooks_customers_and_items_are_imported_then_followed_through_cdc()
         serde_json::json!({}),
     );
     let _w = q.env.worker(1);
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Partial,
-        "the customer without an e-mail is logged: {r:?}"
-    );
-    // Ann, Widget, the company's own "Services" item, and Widget's stock.
-    assert_eq!((r.records_synced, r.records_failed), (4, 1), "{r:?}");
-    let pool = q.env.db.store.pool();
-    let qty: rust_decimal::Decimal =
-        sqlx::query_scalar("SELECT quantity FROM platform.inventory WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    assert_eq!(qty.to_string(), "7.0000");
+    // Ann, Widget, the company's own "Services" item, and Widget's stock; the customer
+    // without an e-mail is logged.
+    q.sync_ends(integration, RunStatus::Partial, 4, 1).await;
+    assert_eq!(q.stock(tenant).await, "7.0000");
     let cdc_before = q.stats().cdc_requests;
     // Ann's phone changes in QuickBooks: the next run asks CDC for changes since the cursor.
     api.upsert_record(&q.realm_id, "Customer", serde_json::json!({"Id": ann, "DisplayName": "Ann Buyer Ltd", "CompanyName": "Ann Buyer Ltd", "GivenName": "Ann", "FamilyName": "Buyer", "PrimaryEmailAddr": {"Address": "ann@buyer.example"}, "PrimaryPhone": {"FreeFormNumber": "+44 20 1234"}}));
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
+    let r = q.sync(integration).await;
     assert!(q.stats().cdc_requests > cdc_before, "{:?}", q.stats());
     assert_eq!(r.records_synced, 1, "only the changed customer: {r:?}");
     let phone: Option<String> =
         sqlx::query_scalar("SELECT phone FROM platform.customers WHERE tenant_id = $1")
             .bind(tenant)
-            .fetch_one(pool)
+            .fetch_one(q.env.db.store.pool())
             .await
             .unwrap();
     assert_eq!(phone.as_deref(), Some("+44 20 1234"));
@@ -485,27 +346,11 @@ async fn quickbooks_connection_test_stores_the_rotated_token_so_the_next_sync_wo
         app.refresh_grace_secs = 0;
     })
     .await;
-    let seeded = q.env.db.store.seed_tenant("Acme", 3, 3, 0).await.unwrap();
-    let integration = q.integration(
-        seeded.tenant_id,
-        "customers",
-        "export",
-        serde_json::json!({}),
-    );
-    run(q
-        .env
-        .cmd()
-        .args(["integrations", "deactivate", &integration.to_string()]));
-    let (out, stdout, stderr) = run(q.env.cmd().args([
-        "--output",
-        "json",
-        "integrations",
-        "test",
-        &integration.to_string(),
-    ]));
-    assert!(out.status.success(), "{stdout}{stderr}");
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(v["success"].as_bool(), Some(true), "{v}");
+    let (_, integration) = q
+        .seeded_export((3, 3, 0), "customers", serde_json::json!({}))
+        .await;
+    q.set_active(integration, false);
+    let v = q.test_connection(integration, &[SECRET, "AB11"]);
     assert!(
         v["message"]
             .as_str()
@@ -513,33 +358,20 @@ async fn quickbooks_connection_test_stores_the_rotated_token_so_the_next_sync_wo
             .contains("connected to QuickBooks company"),
         "{v}"
     );
-    assert!(
-        !stdout.contains(SECRET) && !stdout.contains("AB11"),
-        "secrets in the output: {stdout}"
-    );
-    run(q
-        .env
-        .cmd()
-        .args(["integrations", "activate", &integration.to_string()]));
+    q.set_active(integration, true);
     let _w = q.env.worker(1);
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+    q.sync_succeeds(integration).await;
     assert_eq!(q.stats().rejected_refreshes, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickbooks_an_item_edited_in_quickbooks_is_updated_with_its_current_sync_token() {
     let q = Qb::new("qstale", |_| {}).await;
-    let seeded = q.env.db.store.seed_tenant("Acme", 3, 1, 0).await.unwrap();
-    let integration = q.integration(
-        seeded.tenant_id,
-        "products",
-        "export",
-        serde_json::json!({}),
-    );
+    let (_, integration) = q
+        .seeded_export((3, 1, 0), "products", serde_json::json!({}))
+        .await;
     let _w = q.env.worker(1);
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+    q.sync_succeeds(integration).await;
     // Someone edits the item in QuickBooks: its SyncToken moves past the one we stored.
     let api = q.env.sandbox.quickbooks();
     let mut item = api
@@ -553,13 +385,7 @@ async fn quickbooks_an_item_edited_in_quickbooks_is_updated_with_its_current_syn
         .execute(q.env.db.store.pool())
         .await
         .unwrap();
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        (r.status, r.records_synced),
-        (RunStatus::Succeeded, 1),
-        "{r:?} {:?}",
-        q.failures(integration).await
-    );
+    q.sync_ends(integration, RunStatus::Succeeded, 1, 0).await;
     let stats = q.stats();
     assert_eq!(
         (stats.stale_updates, stats.updates["Item"]),
@@ -581,15 +407,14 @@ async fn quickbooks_an_item_edited_in_quickbooks_is_updated_with_its_current_syn
         .execute(q.env.db.store.pool())
         .await
         .unwrap();
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+    q.sync_succeeds(integration).await;
     assert_eq!((q.stats().stale_updates, q.stats().updates["Item"]), (1, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickbooks_invoices_with_default_settings_book_their_total_on_the_services_item() {
     let q = Qb::new("qinv", |_| {}).await;
-    let seeded = q.env.db.store.seed_tenant("Acme", 2, 3, 20).await.unwrap();
+    let seeded = q.seed(2, 3, 20).await;
     // No invoice_item_id: the documented default is the company's "Services" item.
     let integration = q.integration(
         seeded.tenant_id,
@@ -598,21 +423,8 @@ async fn quickbooks_invoices_with_default_settings_book_their_total_on_the_servi
         serde_json::json!({}),
     );
     let _w = q.env.worker(1);
-    let r = q.env.wait_run(q.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "{r:?} {:?}",
-        q.failures(integration).await
-    );
-    let totals: Vec<(String, rust_decimal::Decimal)> = sqlx::query_as(
-        "SELECT invoice_number, total_amount FROM platform.invoices WHERE tenant_id = $1",
-    )
-    .bind(seeded.tenant_id)
-    .fetch_all(q.env.db.store.pool())
-    .await
-    .unwrap();
-    assert!(!totals.is_empty());
+    q.sync_succeeds(integration).await;
+    let totals = q.invoice_totals(seeded.tenant_id).await;
     let api = q.env.sandbox.quickbooks();
     let services = api
         .records(&q.realm_id, "Item")

@@ -1,16 +1,44 @@
 //! The SAP Business One connector end to end: the real worker and queue against the
 //! Service Layer simulator.
 
+use crate::erp::*;
 use crate::support::*;
 use passerelle_core::RunStatus;
 use passerelle_sandbox::sap_b1::{Fault, SapB1CompanyConfig, SapB1Stats};
 use std::time::Duration;
 
-const LONG: Duration = Duration::from_secs(120);
 const DB: &str = "SBODEMOFR";
 
 struct B1 {
     env: Env,
+}
+
+impl Erp for B1 {
+    type Stats = SapB1Stats;
+    const KIND: &'static str = "sap_b1";
+    const NAME: &'static str = "SAP";
+
+    fn env(&self) -> &Env {
+        &self.env
+    }
+
+    /// 200 requests a second, and service invoices booked on G/L account 4000.
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "server": self.env.sandbox.sap_b1_url(),
+            "company_db": DB,
+            "rate_limit": {"requests": 200, "per_secs": 1},
+            "invoice_account_code": "4000",
+        })
+    }
+
+    fn credentials(&self) -> serde_json::Value {
+        serde_json::json!({"username": "manager", "password": "b1-password-1"})
+    }
+
+    fn stats(&self) -> SapB1Stats {
+        self.env.sandbox.sap_b1().stats(DB).unwrap()
+    }
 }
 
 impl B1 {
@@ -21,82 +49,6 @@ impl B1 {
             .try_add_company(SapB1CompanyConfig::new(DB, "manager", "b1-password-1"))
             .unwrap();
         Self { env }
-    }
-
-    /// An active SAP B1 integration through the CLI.
-    fn integration(&self, tenant: i64, entities: &str, direction: &str) -> i64 {
-        let limit = serde_json::json!({"requests": 200, "per_secs": 1});
-        self.integration_limited(tenant, entities, direction, limit)
-    }
-
-    /// An integration whose `rate_limit` setting is `limit`.
-    fn integration_limited(
-        &self,
-        tenant: i64,
-        entities: &str,
-        direction: &str,
-        limit: serde_json::Value,
-    ) -> i64 {
-        self.integration_with(
-            tenant,
-            entities,
-            direction,
-            serde_json::json!({"rate_limit": limit, "invoice_account_code": "4000"}),
-        )
-    }
-
-    /// An integration with these settings besides `server` and `company_db`.
-    fn integration_with(
-        &self,
-        tenant: i64,
-        entities: &str,
-        direction: &str,
-        extra: serde_json::Value,
-    ) -> i64 {
-        let mut settings = serde_json::json!({
-            "server": self.env.sandbox.sap_b1_url(),
-            "company_db": DB,
-        });
-        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
-            s.extend(e.clone());
-        }
-        let credentials = serde_json::json!({"username": "manager", "password": "b1-password-1"});
-        self.env.create_active(
-            tenant,
-            "SAP",
-            "sap_b1",
-            entities,
-            direction,
-            &settings,
-            &credentials,
-        )
-    }
-
-    fn stats(&self) -> SapB1Stats {
-        self.env.sandbox.sap_b1().stats(DB).unwrap()
-    }
-
-    fn assert_each_created_once(&self) {
-        let stats = self.stats();
-        assert!(
-            stats.duplicate_references.is_empty(),
-            "duplicates at SAP: {:?}",
-            stats.duplicate_references
-        );
-        let repeated: Vec<_> = stats
-            .creates_by_reference
-            .iter()
-            .filter(|(_, n)| **n != 1)
-            .collect();
-        assert!(repeated.is_empty(), "created more than once: {repeated:?}");
-    }
-
-    async fn failures(&self, integration: i64) -> Vec<String> {
-        sqlx::query_scalar("SELECT error_message FROM integration_logs WHERE integration_id = $1 AND status = 'failed' LIMIT 5")
-            .bind(integration)
-            .fetch_all(self.env.db.store.pool())
-            .await
-            .unwrap()
     }
 
     async fn count(&self, table: &str, tenant: i64) -> u64 {
@@ -119,23 +71,16 @@ impl B1 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sap_b1_exports_items_partners_orders_and_invoices_exactly_once_then_patches_a_change() {
     let b1 = B1::new("sapexp").await;
-    let seeded = b1
-        .env
-        .db
-        .store
-        .seed_tenant("Acme", 25, 8, 30)
-        .await
-        .unwrap();
+    let seeded = b1.seed(25, 8, 30).await;
     let tenant = seeded.tenant_id;
-    let integration = b1.integration(tenant, "customers,products,orders,invoices", "export");
-    let _w = b1.env.worker(2);
-    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "{r:?} {:?}",
-        b1.failures(integration).await
+    let integration = b1.integration(
+        tenant,
+        "customers,products,orders,invoices",
+        "export",
+        serde_json::json!({}),
     );
+    let _w = b1.env.worker(2);
+    b1.sync_succeeds(integration).await;
     let stats = b1.stats();
     assert_eq!(stats.creates["Items"], b1.count("products", tenant).await);
     assert_eq!(
@@ -148,7 +93,7 @@ async fn sap_b1_exports_items_partners_orders_and_invoices_exactly_once_then_pat
         b1.count("invoices", tenant).await
     );
     assert!(stats.creates["Invoices"] > 0);
-    b1.assert_each_created_once();
+    b1.assert_created_once();
     assert!(
         stats.logins <= 4,
         "the session should be reused across chunks: {} logins",
@@ -180,18 +125,10 @@ async fn sap_b1_exports_items_partners_orders_and_invoices_exactly_once_then_pat
     );
 
     // One product changes: one PATCH, nothing created again.
-    sqlx::query("UPDATE platform.products SET price = price + 1 WHERE sku = 'SKU-00001'")
-        .execute(b1.env.db.store.pool())
-        .await
-        .unwrap();
-    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
-    assert_eq!(
-        (r.status, r.records_synced),
-        (RunStatus::Succeeded, 1),
-        "{r:?}"
-    );
+    b1.raise_price("SKU-00001").await;
+    b1.sync_ends(integration, RunStatus::Succeeded, 1, 0).await;
     let stats = b1.stats();
-    assert_eq!(stats.updates["Items"], 1);
+    assert_updates(&stats, &[("Items", 1)]);
     assert_eq!(stats.creates["Items"], b1.count("products", tenant).await);
     let item = b1
         .env
@@ -218,8 +155,9 @@ async fn sap_b1_exports_items_partners_orders_and_invoices_exactly_once_then_pat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sap_b1_an_expired_session_mid_sync_is_renewed_and_the_call_repeated() {
     let b1 = B1::new("sapsess").await;
-    let seeded = b1.env.db.store.seed_tenant("Acme", 2, 40, 0).await.unwrap();
-    let integration = b1.integration(seeded.tenant_id, "customers", "export");
+    let (_, integration) = b1
+        .seeded_export((2, 40, 0), "customers", serde_json::json!({}))
+        .await;
     // Slow enough that the session can be expired while the sync runs.
     b1.env.sandbox.sap_b1().inject(
         DB,
@@ -251,15 +189,20 @@ async fn sap_b1_an_expired_session_mid_sync_is_renewed_and_the_call_repeated() {
         stats.logins >= 2,
         "no new login after the expiry: {stats:?}"
     );
-    assert_eq!(stats.creates["BusinessPartners"], 40);
-    b1.assert_each_created_once();
+    assert_creates(&stats, &[("BusinessPartners", 40)]);
+    b1.assert_created_once();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sap_b1_an_order_accepted_but_unanswered_is_found_by_num_at_card_not_created_twice() {
     let b1 = B1::new("sapdrop").await;
-    let seeded = b1.env.db.store.seed_tenant("Acme", 6, 3, 12).await.unwrap();
-    let integration = b1.integration(seeded.tenant_id, "customers,products,orders", "export");
+    let (_, integration) = b1
+        .seeded_export(
+            (6, 3, 12),
+            "customers,products,orders",
+            serde_json::json!({}),
+        )
+        .await;
     // SAP creates the orders and the answers are lost, twice.
     b1.env.sandbox.sap_b1().inject(
         DB,
@@ -270,17 +213,11 @@ async fn sap_b1_an_order_accepted_but_unanswered_is_found_by_num_at_card_not_cre
         },
     );
     let _w = b1.env.worker(1);
-    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "{r:?} {:?}",
-        b1.failures(integration).await
-    );
+    b1.sync_succeeds(integration).await;
     let stats = b1.stats();
-    assert_eq!(stats.creates["Orders"], 12, "{stats:?}");
-    assert_eq!(stats.records["Orders"], 12);
-    b1.assert_each_created_once();
+    assert_creates(&stats, &[("Orders", 12)]);
+    assert_records(&stats, &[("Orders", 12)]);
+    b1.assert_created_once();
     let mapped: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM integration_mappings WHERE integration_id = $1 AND entity_type = 'order'",
     )
@@ -294,7 +231,7 @@ async fn sap_b1_an_order_accepted_but_unanswered_is_found_by_num_at_card_not_cre
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sap_b1_a_partner_sap_refuses_is_logged_and_the_others_go_in() {
     let b1 = B1::new("saprej").await;
-    let seeded = b1.env.db.store.seed_tenant("Acme", 2, 6, 0).await.unwrap();
+    let seeded = b1.seed(2, 6, 0).await;
     // Someone already holds the code one customer would get: SAP refuses the duplicate key.
     let clash: i64 = sqlx::query_scalar(
         "SELECT id FROM platform.customers WHERE tenant_id = $1 ORDER BY id LIMIT 1",
@@ -308,20 +245,20 @@ async fn sap_b1_a_partner_sap_refuses_is_logged_and_the_others_go_in() {
         "BusinessPartners",
         serde_json::json!({"CardCode": format!("C{clash}"), "CardName": "Existing Supplier", "CardType": "cSupplier"}),
     );
-    let integration = b1.integration(seeded.tenant_id, "customers", "export");
-    let _w = b1.env.worker(1);
-    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
-    assert_eq!(
-        (r.status, r.records_synced, r.records_failed),
-        (RunStatus::Partial, 5, 1),
-        "{r:?}"
+    let integration = b1.integration(
+        seeded.tenant_id,
+        "customers",
+        "export",
+        serde_json::json!({}),
     );
+    let _w = b1.env.worker(1);
+    b1.sync_ends(integration, RunStatus::Partial, 5, 1).await;
     let errors = b1.failures(integration).await;
     assert!(
         errors.len() == 1 && errors[0].contains("already exists"),
         "{errors:?}"
     );
-    assert_eq!(b1.stats().creates["BusinessPartners"], 5);
+    assert_creates(&b1.stats(), &[("BusinessPartners", 5)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,9 +288,14 @@ async fn sap_b1_items_partners_and_stock_are_imported_with_a_cursor() {
             "ItemPrices": [{"PriceList": 1, "Price": 9.5, "Currency": "EUR"}],
             "ItemWarehouseInfoCollection": [{"WarehouseCode": "01", "InStock": 7}]}),
     );
-    let integration = b1.integration(tenant, "customers,products,inventory", "import");
+    let integration = b1.integration(
+        tenant,
+        "customers,products,inventory",
+        "import",
+        serde_json::json!({}),
+    );
     let _w = b1.env.worker(1);
-    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
+    let r = b1.sync(integration).await;
     assert_eq!(
         r.status,
         RunStatus::Partial,
@@ -383,7 +325,7 @@ async fn sap_b1_items_partners_and_stock_are_imported_with_a_cursor() {
             .unwrap();
     assert!(cursor >= 1, "no import cursor was saved");
     // Nothing changed: nothing is written again.
-    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
+    let r = b1.sync(integration).await;
     assert_eq!(r.records_synced, 0, "{r:?}");
     // A changed item comes in on the next pass.
     sim.upsert_record(
@@ -393,7 +335,7 @@ async fn sap_b1_items_partners_and_stock_are_imported_with_a_cursor() {
             "ItemPrices": [{"PriceList": 1, "Price": 11, "Currency": "EUR"}],
             "ItemWarehouseInfoCollection": [{"WarehouseCode": "01", "InStock": 7}]}),
     );
-    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
+    let r = b1.sync(integration).await;
     assert_eq!(r.records_synced, 1, "{r:?}");
     let name: String = sqlx::query_scalar(
         "SELECT name FROM platform.products WHERE tenant_id = $1 AND sku = 'X-1'",
@@ -414,14 +356,14 @@ async fn sap_b1_an_overloaded_server_is_waited_for_and_the_sync_completes() {
     company.limits.requests_per_second = Some(3);
     env.sandbox.sap_b1().try_add_company(company).unwrap();
     let b1 = B1 { env };
-    let seeded = b1.env.db.store.seed_tenant("Acme", 12, 1, 0).await.unwrap();
+    let seeded = b1.seed(12, 1, 0).await;
     // One request in flight at a time: on a loaded machine, requests already on the wire
     // when the server says "wait" would reach it after, through no fault of the client.
-    let integration = b1.integration_limited(
+    let integration = b1.integration(
         seeded.tenant_id,
         "products",
         "export",
-        serde_json::json!({"requests": 200, "per_secs": 1, "concurrency": 1}),
+        serde_json::json!({"rate_limit": {"requests": 200, "per_secs": 1, "concurrency": 1}}),
     );
     // Whether the natural limit is reached depends on how fast this machine runs the
     // pipeline, so the first create is also answered 503 on purpose: the test always sees an
@@ -437,38 +379,22 @@ async fn sap_b1_an_overloaded_server_is_waited_for_and_the_sync_completes() {
         },
     );
     let _w = b1.env.worker(1);
-    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
-    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
-    let stats = b1.env.sandbox.sap_b1().stats(DB).unwrap();
-    assert_eq!(
-        stats.violations, 0,
-        "called again before Retry-After: {stats:?}"
-    );
-    assert!(stats.max_requests_in_window <= 3, "{stats:?}");
-    assert!(
-        stats.overloaded > 0,
-        "the server was never overloaded: {stats:?}"
-    );
-    assert_eq!(stats.creates.get("Items").copied(), Some(12), "{stats:?}");
-    assert!(
-        stats.duplicate_references.values().all(|v| v.is_empty()),
-        "{stats:?}"
-    );
+    b1.sync_succeeds(integration).await;
+    let stats = b1.stats();
+    // SAP's "slow down" is the overloaded server's 503.
+    assert_limits_honoured(&stats, Some(3));
+    assert_creates(&stats, &[("Items", 12)]);
+    b1.assert_created_once();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sap_b1_service_invoices_book_on_the_configured_gl_account() {
     let b1 = B1::new("sapsvc").await;
-    let seeded = b1.env.db.store.seed_tenant("Acme", 2, 3, 20).await.unwrap();
-    let integration = b1.integration(seeded.tenant_id, "customers,invoices", "export");
+    let (seeded, integration) = b1
+        .seeded_export((2, 3, 20), "customers,invoices", serde_json::json!({}))
+        .await;
     let _w = b1.env.worker(1);
-    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "{r:?} {:?}",
-        b1.failures(integration).await
-    );
+    b1.sync_succeeds(integration).await;
     let invoices = b1.env.sandbox.sap_b1().records(DB, "Invoices");
     assert_eq!(
         invoices.len() as u64,
@@ -519,30 +445,18 @@ async fn sap_b1_item_invoices_book_their_total_on_the_configured_item() {
         "Items",
         serde_json::json!({"ItemCode": "SERVICES", "ItemName": "Services", "InventoryItem": "tNO", "SalesItem": "tYES"}),
     );
-    let seeded = b1.env.db.store.seed_tenant("Acme", 2, 3, 20).await.unwrap();
-    let integration = b1.integration_with(
+    let seeded = b1.seed(2, 3, 20).await;
+    // Item invoices need no G/L account.
+    let integration = b1.integration(
         seeded.tenant_id,
         "customers,invoices",
         "export",
         serde_json::json!({"invoice_type": "items", "invoice_item_code": "SERVICES",
-            "rate_limit": {"requests": 200, "per_secs": 1}}),
+            "invoice_account_code": null}),
     );
     let _w = b1.env.worker(1);
-    let r = b1.env.wait_run(b1.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "{r:?} {:?}",
-        b1.failures(integration).await
-    );
-    let totals: Vec<(String, rust_decimal::Decimal)> = sqlx::query_as(
-        "SELECT invoice_number, total_amount FROM platform.invoices WHERE tenant_id = $1",
-    )
-    .bind(seeded.tenant_id)
-    .fetch_all(b1.env.db.store.pool())
-    .await
-    .unwrap();
-    assert!(!totals.is_empty());
+    b1.sync_succeeds(integration).await;
+    let totals = b1.invoice_totals(seeded.tenant_id).await;
     let invoices = b1.env.sandbox.sap_b1().records(DB, "Invoices");
     for (number, total) in totals {
         let invoice = invoices

@@ -2,8 +2,10 @@
 
 use passerelle_core::vault::{KeyRing, Vault, generate_key_base64};
 use passerelle_store::Store;
+use sqlx::Connection as _;
 use std::process::{Command, Output};
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 /// Server the tests create their databases on. Override with PASSERELLE_TEST_PG.
 pub fn server_url() -> String {
@@ -11,9 +13,129 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// Broker the tests declare their queues on (each test under its own prefix). Override with
+/// PASSERELLE_TEST_AMQP.
+pub fn amqp_url() -> String {
+    std::env::var("PASSERELLE_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// `url` with its host and port replaced: the same service reached through a proxy.
+pub fn through(url: &str, host: &str, port: u16) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    url.set_host(Some(host)).unwrap();
+    url.set_port(Some(port)).unwrap();
+    url.into()
+}
+
+/// The address `url` connects to (its host resolved, the scheme's port by default).
+pub fn socket_addr(url: &str) -> std::net::SocketAddr {
+    let url = url::Url::parse(url).unwrap();
+    let port = url.port().unwrap_or(match url.scheme() {
+        "amqp" => 5672,
+        _ => 5432,
+    });
+    std::net::ToSocketAddrs::to_socket_addrs(&(url.host_str().unwrap(), port))
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
 /// A unique database name for one test.
 pub fn unique_db_name(tag: &str) -> String {
     format!("pt_{}_{}", tag, uuid::Uuid::new_v4().simple())
+}
+
+/// Test databases older than this are leftovers of a killed run (no test runs this long).
+const LEFTOVER_AGE: &str = "1 hour";
+
+/// The migrated database every test database is copied from, made once per test process.
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// An administrative connection to the test server's `postgres` database.
+async fn admin() -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(&format!("{}/postgres", server_url()))
+        .await
+        .unwrap()
+}
+
+/// The template's name: `pt_template_<hash of the migrations>`, so a changed migration makes
+/// a new template rather than tests running on a stale one.
+fn template_name() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    for migration in passerelle_store::MIGRATOR.iter() {
+        migration.version.hash(&mut hasher);
+        migration.checksum.hash(&mut hasher);
+    }
+    format!("pt_template_{:016x}", hasher.finish())
+}
+
+/// Drops the test databases named `like` (a LIKE pattern) that are older than `age` (an
+/// interval): what a killed run left behind. Never a template: another checkout's test process
+/// may be copying it.
+async fn sweep_leftovers(admin: &mut sqlx::PgConnection, like: &str, age: &str) {
+    // PG_VERSION is written when a database is created: its age is the database's.
+    let leftovers: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database \
+         WHERE datname LIKE $1 AND datname NOT LIKE 'pt\\_template\\_%' \
+         AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification < now() - $2::interval",
+    )
+    .bind(like)
+    .bind(age)
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap();
+    for name in leftovers {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&mut *admin)
+        .await;
+    }
+}
+
+/// Sweeps leftovers, then finds or builds the template. Parallel test processes (other
+/// checkouts, other test binaries) serialise on an advisory lock; the template is migrated
+/// under a temporary name and renamed when complete, so a builder killed mid-way leaves no
+/// half-migrated template, only a leftover for a later sweep.
+async fn prepare_template() -> String {
+    let mut admin = admin().await;
+    sweep_leftovers(&mut admin, "pt\\_%", LEFTOVER_AGE).await;
+    let name = template_name();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('passerelle.test_template', 0))")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    if !exists {
+        let building = unique_db_name("building");
+        let url = format!("{}/{building}", server_url());
+        passerelle_store::ensure_database(&url).await.unwrap();
+        let store = Store::connect(&url, 1, Duration::from_secs(10))
+            .await
+            .unwrap();
+        passerelle_store::migrate(store.pool()).await.unwrap();
+        // A template must have no session open when it is renamed or copied.
+        store.pool().close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{building}\" RENAME TO \"{name}\""
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended('passerelle.test_template', 0))")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    name
 }
 
 /// A database of its own for one test, dropped when the test ends.
@@ -24,15 +146,23 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates and migrates a fresh database.
+    /// A fresh database with every migration applied: a copy of the template, which is
+    /// migrated once per test process.
     pub async fn migrated(tag: &str) -> Self {
+        let template = TEMPLATE.get_or_init(prepare_template).await;
         let name = unique_db_name(tag);
         let url = format!("{}/{}", server_url(), name);
-        passerelle_store::ensure_database(&url).await.unwrap();
+        let mut admin = admin().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        admin.close().await.unwrap();
         let store = Store::connect(&url, 5, Duration::from_secs(10))
             .await
             .unwrap();
-        passerelle_store::migrate(store.pool()).await.unwrap();
         Self { name, url, store }
     }
 
@@ -63,7 +193,6 @@ pub fn drop_database(name: &str) {
             .build()
             .unwrap();
         rt.block_on(async move {
-            use sqlx::Connection;
             if let Ok(mut conn) =
                 sqlx::PgConnection::connect(&format!("{}/postgres", server_url())).await
             {
@@ -87,6 +216,7 @@ pub fn passerelle(db_url: &str) -> Command {
         }
     }
     cmd.env("PASSERELLE__DATABASE__URL", db_url)
+        .env("PASSERELLE__AMQP__URL", amqp_url())
         .env("NO_COLOR", "1");
     cmd
 }
@@ -340,7 +470,7 @@ impl Env {
 
     pub async fn broker(&self) -> passerelle_queue::Broker {
         passerelle_queue::Broker::connect(
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            &amqp_url(),
             passerelle_queue::Topology {
                 prefix: self.prefix.clone(),
                 delivery_limit: 5,
@@ -367,12 +497,7 @@ impl Drop for Env {
                     delivery_limit: 5,
                     retry_delays: [1, 2, 4].map(Duration::from_secs).to_vec(),
                 };
-                if let Ok(broker) = passerelle_queue::Broker::connect(
-                    "amqp://guest:guest@127.0.0.1:5672/%2f",
-                    topology,
-                )
-                .await
-                {
+                if let Ok(broker) = passerelle_queue::Broker::connect(&amqp_url(), topology).await {
                     let _ = broker.delete_topology().await;
                     broker.close().await;
                 }
@@ -434,4 +559,69 @@ impl Drop for Worker {
             let _ = std::fs::remove_file(&self.log);
         }
     }
+}
+
+#[tokio::test]
+async fn test_databases_are_copies_of_one_migrated_template_that_no_session_holds() {
+    let (a, b) = (
+        TestDb::migrated("tpla").await,
+        TestDb::migrated("tplb").await,
+    );
+    let template = TEMPLATE.get().unwrap();
+    assert_eq!(*template, template_name());
+    for db in [&a, &b] {
+        let applied: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap();
+        let embedded: Vec<i64> = passerelle_store::MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(applied, embedded, "{}", db.name);
+    }
+    let mut admin = admin().await;
+    let sessions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(template)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert_eq!(
+        sessions, 0,
+        "a session holds the template; copies would fail"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_drops_old_test_databases_and_keeps_templates() {
+    let template = TEMPLATE.get_or_init(prepare_template).await;
+    let mut admin = admin().await;
+    // A pattern of this test's own, so the sweep cannot touch a database another test uses.
+    let tag = format!("sweep{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let old = unique_db_name(&tag);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{old}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let exists = |name: String| async move {
+        let mut admin = self::admin().await;
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+        )
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+    };
+    let like = format!("pt\\_{tag}\\_%");
+    sweep_leftovers(&mut admin, &like, "1 hour").await;
+    assert!(exists(old.clone()).await, "a young database was swept");
+    sweep_leftovers(&mut admin, &like, "0 seconds").await;
+    assert!(!exists(old.clone()).await, "an old database was kept");
+    sweep_leftovers(&mut admin, "pt\\_template\\_%", "0 seconds").await;
+    assert!(exists(template.clone()).await, "the template was swept");
+    drop_database(&old);
 }

@@ -3,7 +3,7 @@
 //! an ERP that misbehaves in exactly one way. No process is spawned; every outcome is
 //! deterministic.
 
-use crate::support::{TestDb, vault_with};
+use crate::support::{TestDb, amqp_url, vault_with};
 use async_trait::async_trait;
 use passerelle::worker::{ConnectorFactory, JobContext, JobOutcome, run_job};
 use passerelle_connectors::{
@@ -223,12 +223,9 @@ impl Harness {
         let mut settings = Settings::default();
         settings.amqp.prefix = self.prefix.clone();
         settings.amqp.retry_delays_secs = vec![1, 2];
-        passerelle_queue::Broker::connect(
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-            passerelle::app::topology(&settings),
-        )
-        .await
-        .unwrap()
+        passerelle_queue::Broker::connect(&amqp_url(), passerelle::app::topology(&settings))
+            .await
+            .unwrap()
     }
 
     async fn context(&self, factory: Factory, vault: Option<Vault>) -> JobContext {
@@ -237,12 +234,10 @@ impl Harness {
         settings.worker.max_attempts = 3;
         settings.amqp.prefix = self.prefix.clone();
         settings.amqp.retry_delays_secs = vec![1, 2];
-        let broker = passerelle_queue::Broker::connect(
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-            passerelle::app::topology(&settings),
-        )
-        .await
-        .unwrap();
+        let broker =
+            passerelle_queue::Broker::connect(&amqp_url(), passerelle::app::topology(&settings))
+                .await
+                .unwrap();
         JobContext {
             store: self.db.store.clone(),
             vault: vault.unwrap_or_else(|| self.vault.clone()),
@@ -317,7 +312,7 @@ impl Drop for Harness {
                 settings.amqp.prefix = prefix;
                 settings.amqp.retry_delays_secs = vec![1, 2];
                 if let Ok(broker) = passerelle_queue::Broker::connect(
-                    "amqp://guest:guest@127.0.0.1:5672/%2f",
+                    &amqp_url(),
                     passerelle::app::topology(&settings),
                 )
                 .await

@@ -1,11 +1,12 @@
 //! The Xero connector end to end: the real worker and queue against the Xero simulator.
 
+use crate::erp::*;
 use crate::support::*;
 use passerelle_core::RunStatus;
-use passerelle_sandbox::xero::{Fault, XeroAppConfig, XeroLimits};
-use std::time::Duration;
+use passerelle_sandbox::xero::{Fault, XeroAppConfig, XeroLimits, XeroStats};
 
-const LONG: Duration = Duration::from_secs(120);
+const SECRET: &str = "client-secret-123456";
+const FIRST_REFRESH: &str = "refresh-token-initial-0001";
 
 struct Xero {
     env: Env,
@@ -19,9 +20,8 @@ impl Xero {
         let env = Env::new(tag).await;
         let tenant_id = uuid::Uuid::new_v4().to_string();
         let client_id = format!("client-{}", uuid::Uuid::new_v4().simple());
-        let mut app =
-            XeroAppConfig::new(client_id.clone(), "client-secret-123456", tenant_id.clone());
-        app.refresh_token = Some("refresh-token-initial-0001".into());
+        let mut app = XeroAppConfig::new(client_id.clone(), SECRET, tenant_id.clone());
+        app.refresh_token = Some(FIRST_REFRESH.into());
         // Time-compressed limits: 600 calls a "minute" of one second.
         app.limits = XeroLimits {
             per_minute: Some(600),
@@ -38,97 +38,68 @@ impl Xero {
         }
     }
 
-    /// An active Xero integration through the CLI.
-    fn integration(
-        &self,
-        tenant: i64,
-        entities: &str,
-        direction: &str,
-        extra: serde_json::Value,
-    ) -> i64 {
-        let mut settings = serde_json::json!({
-            "tenant_id": self.tenant_id,
-            "api_url": self.env.sandbox.xero_url(),
-            "token_url": format!("{}/identity/connect/token", self.env.sandbox.xero_url()),
-            "rate_limit": {"requests": 600, "per_secs": 60},
-        });
-        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                s.insert(k.clone(), v.clone());
-            }
-        }
-        let credentials = serde_json::json!({
-            "client_id": self.client_id,
-            "client_secret": "client-secret-123456",
-            "refresh_token": "refresh-token-initial-0001",
-        });
-        self.env.create_active(
-            tenant,
-            "Xero",
-            "xero",
-            entities,
-            direction,
-            &settings,
-            &credentials,
-        )
-    }
-
-    fn stats(&self) -> passerelle_sandbox::xero::XeroStats {
-        self.env.sandbox.xero().stats(&self.tenant_id).unwrap()
-    }
-
     /// Every request the Xero simulator received in this test is a valid call of an
     /// operation of Xero's official OpenAPI documents.
     fn assert_requests_match_spec(&self) {
         crate::xero_spec::assert_requests_match_spec(&self.env.sandbox.xero().received_requests());
     }
+}
 
-    fn assert_no_duplicates(&self) {
-        let stats = self.stats();
-        assert!(
-            stats.duplicate_business_keys.values().all(|v| v.is_empty()),
-            "duplicates at Xero: {:?}",
-            stats.duplicate_business_keys
-        );
+impl Erp for Xero {
+    type Stats = XeroStats;
+    const KIND: &'static str = "xero";
+    const NAME: &'static str = "Xero";
+
+    fn env(&self) -> &Env {
+        &self.env
+    }
+
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tenant_id": self.tenant_id,
+            "api_url": self.env.sandbox.xero_url(),
+            "token_url": format!("{}/identity/connect/token", self.env.sandbox.xero_url()),
+            "rate_limit": {"requests": 600, "per_secs": 60},
+        })
+    }
+
+    fn credentials(&self) -> serde_json::Value {
+        oauth_credentials(&self.client_id, SECRET, Some(FIRST_REFRESH))
+    }
+
+    fn stats(&self) -> XeroStats {
+        self.env.sandbox.xero().stats(&self.tenant_id).unwrap()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xero_exports_contacts_items_quotes_and_invoices_in_batches_exactly_once() {
     let x = Xero::new("xexp", |_| {}).await;
-    let seeded = x
-        .env
-        .db
-        .store
-        .seed_tenant("Acme", 30, 12, 60)
-        .await
-        .unwrap();
-    let integration = x.integration(
-        seeded.tenant_id,
-        "customers,products,orders,invoices",
-        "export",
-        serde_json::json!({}),
-    );
+    let (_, integration) = x
+        .seeded_export(
+            (30, 12, 60),
+            "customers,products,orders,invoices",
+            serde_json::json!({}),
+        )
+        .await;
     let _w = x.env.worker(2);
-    let r = x.env.wait_run(x.env.sync(integration), LONG).await;
-    let errors: Vec<String> = sqlx::query_scalar("SELECT error_message FROM integration_logs WHERE integration_id = $1 AND status = 'failed' LIMIT 3")
-        .bind(integration).fetch_all(x.env.db.store.pool()).await.unwrap();
-    assert_eq!(r.status, RunStatus::Succeeded, "{r:?} {errors:?}");
+    x.sync_succeeds(integration).await;
     let stats = x.stats();
-    assert_eq!(
-        stats.creates.get("Contacts").copied(),
-        Some(12),
-        "{stats:?}"
+    assert_creates(
+        &stats,
+        &[
+            ("Contacts", 12),
+            ("Items", 30),
+            ("Quotes", 60),
+            ("Invoices", 6),
+        ],
     );
-    assert_eq!(stats.creates.get("Items").copied(), Some(30));
-    assert_eq!(stats.creates.get("Quotes").copied(), Some(60));
-    assert_eq!(stats.creates.get("Invoices").copied(), Some(6));
     assert!(
         stats.requests < 30,
         "records went one by one, not in batches: {} requests",
         stats.requests
     );
-    x.assert_no_duplicates();
+    x.assert_created_once();
     // A quote points at the contact Xero gave the order's customer, with the order's lines.
     let quote = &x.env.sandbox.xero().records(&x.tenant_id, "Quotes")[0];
     let contact_id = quote["Contact"]["ContactID"].as_str().unwrap();
@@ -142,18 +113,11 @@ async fn xero_exports_contacts_items_quotes_and_invoices_in_batches_exactly_once
     );
     assert!(quote["LineItems"].as_array().unwrap().len() >= 2, "{quote}");
     // One product changes: one update goes out, nothing is created again.
-    sqlx::query("UPDATE platform.products SET price = price + 1 WHERE sku = 'SKU-00001'")
-        .execute(x.env.db.store.pool())
-        .await
-        .unwrap();
-    let r = x.env.wait_run(x.env.sync(integration), LONG).await;
-    assert_eq!(
-        (r.status, r.records_synced),
-        (RunStatus::Succeeded, 1),
-        "{r:?}"
-    );
-    assert_eq!(x.stats().updates.get("Items").copied(), Some(1));
-    assert_eq!(x.stats().creates.get("Items").copied(), Some(30));
+    x.raise_price("SKU-00001").await;
+    x.sync_ends(integration, RunStatus::Succeeded, 1, 0).await;
+    let stats = x.stats();
+    assert_updates(&stats, &[("Items", 1)]);
+    assert_creates(&stats, &[("Items", 30)]);
     x.assert_requests_match_spec();
 }
 
@@ -167,13 +131,13 @@ async fn xero_rotated_refresh_tokens_are_stored_before_use_and_expiry_mid_sync_i
         app.refresh_grace_secs = 0;
     })
     .await;
-    let seeded = x.env.db.store.seed_tenant("Acme", 5, 40, 0).await.unwrap();
-    let integration = x.integration(
-        seeded.tenant_id,
-        "customers",
-        "export",
-        serde_json::json!({"batch_size": 5}),
-    );
+    let (_, integration) = x
+        .seeded_export(
+            (5, 40, 0),
+            "customers",
+            serde_json::json!({"batch_size": 5}),
+        )
+        .await;
     x.env.sandbox.xero().inject(
         &x.tenant_id,
         Fault::Latency {
@@ -184,18 +148,10 @@ async fn xero_rotated_refresh_tokens_are_stored_before_use_and_expiry_mid_sync_i
         },
     );
     let _w = x.env.worker(1);
-    let r = x.env.wait_run(x.env.sync(integration), LONG).await;
-    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
-    sqlx::query("UPDATE platform.customers SET phone = '+33 9 99 99 99 99'")
-        .execute(x.env.db.store.pool())
-        .await
-        .unwrap();
-    let r = x.env.wait_run(x.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Succeeded,
-        "a second run with the stored token: {r:?}"
-    );
+    x.sync_succeeds(integration).await;
+    x.change_customer_phones().await;
+    // A second run, with the stored token.
+    x.sync_succeeds(integration).await;
     let stats = x.stats();
     assert!(
         stats.token_refreshes >= 3,
@@ -205,72 +161,38 @@ async fn xero_rotated_refresh_tokens_are_stored_before_use_and_expiry_mid_sync_i
         stats.rejected_refreshes, 0,
         "a stale refresh token was used: {stats:?}"
     );
-    assert_eq!(stats.creates.get("Contacts").copied(), Some(40));
+    assert_creates(&stats, &[("Contacts", 40)]);
     // What is stored is the rotated token, sealed.
-    let (vault, _) = (
-        passerelle_core::vault::Vault::new(
-            passerelle_core::vault::KeyRing::from_base64(
-                "test1",
-                [("test1", x.env.vault_key.as_str())],
-            )
-            .unwrap(),
-        ),
-        (),
-    );
-    let creds = x
-        .env
-        .db
-        .store
-        .integration(integration)
-        .await
-        .unwrap()
-        .open_credentials(&vault)
-        .unwrap()
-        .unwrap();
-    assert_ne!(
-        creds.get_str("refresh_token"),
-        Some("refresh-token-initial-0001")
-    );
+    let creds = x.stored_credentials(integration).await;
+    assert_ne!(creds.get_str("refresh_token"), Some(FIRST_REFRESH));
     x.assert_requests_match_spec();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xero_a_refused_contact_is_logged_and_the_rest_of_the_batch_goes_in() {
     let x = Xero::new("xrej", |_| {}).await;
-    let seeded = x.env.db.store.seed_tenant("Acme", 2, 6, 0).await.unwrap();
+    let (seeded, integration) = x
+        .seeded_export((2, 6, 0), "customers", serde_json::json!({}))
+        .await;
     // Two customers with one company name: Xero refuses the second (names are unique).
-    sqlx::query("UPDATE platform.customers SET company_name = 'Same Name SARL' WHERE id IN (SELECT id FROM platform.customers ORDER BY id LIMIT 2)")
-        .execute(x.env.db.store.pool()).await.unwrap();
-    let integration = x.integration(
-        seeded.tenant_id,
-        "customers",
-        "export",
-        serde_json::json!({}),
-    );
+    x.name_two_customers_alike(seeded.tenant_id).await;
     let _w = x.env.worker(1);
-    let r = x.env.wait_run(x.env.sync(integration), LONG).await;
-    assert_eq!(
-        (r.status, r.records_synced, r.records_failed),
-        (RunStatus::Partial, 5, 1),
-        "{r:?}"
+    x.sync_ends(integration, RunStatus::Partial, 5, 1).await;
+    let errors = x.failures(integration).await;
+    assert!(
+        errors.len() == 1 && errors[0].contains("Xero refused"),
+        "{errors:?}"
     );
-    let error: String = sqlx::query_scalar("SELECT error_message FROM integration_logs WHERE integration_id = $1 AND status = 'failed'")
-        .bind(integration).fetch_one(x.env.db.store.pool()).await.unwrap();
-    assert!(error.contains("Xero refused"), "{error}");
-    x.assert_no_duplicates();
+    x.assert_created_once();
     x.assert_requests_match_spec();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xero_a_batch_accepted_but_unanswered_is_not_created_twice() {
     let x = Xero::new("xdrop", |_| {}).await;
-    let seeded = x.env.db.store.seed_tenant("Acme", 12, 2, 0).await.unwrap();
-    let integration = x.integration(
-        seeded.tenant_id,
-        "products",
-        "export",
-        serde_json::json!({"batch_size": 5}),
-    );
+    let (_, integration) = x
+        .seeded_export((12, 2, 0), "products", serde_json::json!({"batch_size": 5}))
+        .await;
     // Xero creates the items and the answer is lost, twice.
     x.env.sandbox.xero().inject(
         &x.tenant_id,
@@ -281,16 +203,11 @@ async fn xero_a_batch_accepted_but_unanswered_is_not_created_twice() {
         },
     );
     let _w = x.env.worker(1);
-    let r = x.env.wait_run(x.env.sync(integration), LONG).await;
-    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
-    assert_eq!(
-        x.stats().creates.get("Items").copied(),
-        Some(12),
-        "{:?}",
-        x.stats()
-    );
-    assert_eq!(x.stats().records.get("Items").copied(), Some(12));
-    x.assert_no_duplicates();
+    x.sync_succeeds(integration).await;
+    let stats = x.stats();
+    assert_creates(&stats, &[("Items", 12)]);
+    assert_records(&stats, &[("Items", 12)]);
+    x.assert_created_once();
     x.assert_requests_match_spec();
 }
 
@@ -306,7 +223,7 @@ async fn xero_429s_are_honoured_and_the_sync_completes() {
         };
     })
     .await;
-    let seeded = x.env.db.store.seed_tenant("Acme", 20, 2, 0).await.unwrap();
+    let seeded = x.seed(20, 2, 0).await;
     let integration = x.integration(
         seeded.tenant_id,
         "products",
@@ -332,17 +249,11 @@ async fn xero_429s_are_honoured_and_the_sync_completes() {
         },
     );
     let _w = x.env.worker(1);
-    let r = x.env.wait_run(x.env.sync(integration), LONG).await;
-    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+    x.sync_succeeds(integration).await;
     let stats = x.stats();
-    assert!(stats.rate_limited > 0, "{stats:?}");
-    assert_eq!(
-        stats.violations, 0,
-        "called again before Retry-After: {stats:?}"
-    );
-    assert!(stats.max_requests_in_window <= 4, "{stats:?}");
-    assert_eq!(stats.creates.get("Items").copied(), Some(20));
-    x.assert_no_duplicates();
+    assert_limits_honoured(&stats, Some(4));
+    assert_creates(&stats, &[("Items", 20)]);
+    x.assert_created_once();
     x.assert_requests_match_spec();
 }
 
@@ -369,30 +280,12 @@ async fn xero_contacts_and_items_are_imported_incrementally_with_stock() {
         serde_json::json!({}),
     );
     let _w = x.env.worker(1);
-    let r = x.env.wait_run(x.env.sync(integration), LONG).await;
-    assert_eq!(
-        r.status,
-        RunStatus::Partial,
-        "the contact without an email is logged: {r:?}"
-    );
-    assert_eq!((r.records_synced, r.records_failed), (3, 1), "{r:?}");
-    let pool = x.env.db.store.pool();
-    let qty: rust_decimal::Decimal =
-        sqlx::query_scalar("SELECT quantity FROM platform.inventory WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    assert_eq!(qty.to_string(), "7.0000");
-    let email: String =
-        sqlx::query_scalar("SELECT email FROM platform.customers WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    assert_eq!(email, "ann@buyer.example");
+    // The contact without an email is logged.
+    x.sync_ends(integration, RunStatus::Partial, 3, 1).await;
+    assert_eq!(x.stock(tenant).await, "7.0000");
+    assert_eq!(x.customer_emails(tenant).await, ["ann@buyer.example"]);
     // Nothing changed: nothing is written again.
-    let r = x.env.wait_run(x.env.sync(integration), LONG).await;
+    let r = x.sync(integration).await;
     assert_eq!(r.records_synced, 0, "{r:?}");
     x.assert_requests_match_spec();
 }
@@ -400,31 +293,12 @@ async fn xero_contacts_and_items_are_imported_incrementally_with_stock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xero_connection_test_stores_the_rotated_token_so_the_next_sync_works() {
     let x = Xero::new("xtest", |app| app.refresh_grace_secs = 0).await;
-    let seeded = x.env.db.store.seed_tenant("Acme", 3, 3, 0).await.unwrap();
-    let integration = x.integration(
-        seeded.tenant_id,
-        "customers",
-        "export",
-        serde_json::json!({}),
-    );
-    run(x
-        .env
-        .cmd()
-        .args(["integrations", "deactivate", &integration.to_string()]));
-    let (out, stdout, stderr) = run(x.env.cmd().args([
-        "--output",
-        "json",
-        "integrations",
-        "test",
-        &integration.to_string(),
-    ]));
-    assert!(out.status.success(), "{stdout}{stderr}");
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(
-        (v["success"].as_bool(), v["status"].as_str()),
-        (Some(true), Some("testing")),
-        "{v}"
-    );
+    let (_, integration) = x
+        .seeded_export((3, 3, 0), "customers", serde_json::json!({}))
+        .await;
+    x.set_active(integration, false);
+    let v = x.test_connection(integration, &[SECRET, "refresh-token"]);
+    assert_eq!(v["status"].as_str(), Some("testing"), "{v}");
     assert!(
         v["message"]
             .as_str()
@@ -432,18 +306,10 @@ async fn xero_connection_test_stores_the_rotated_token_so_the_next_sync_works() 
             .contains("connected to Xero organisation"),
         "{v}"
     );
-    assert!(
-        !stdout.contains("client-secret-123456") && !stdout.contains("refresh-token"),
-        "secrets in the output: {stdout}"
-    );
     // The initial refresh token is dead now; the sync must use the one the test stored.
-    run(x
-        .env
-        .cmd()
-        .args(["integrations", "activate", &integration.to_string()]));
+    x.set_active(integration, true);
     let _w = x.env.worker(1);
-    let r = x.env.wait_run(x.env.sync(integration), LONG).await;
-    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+    x.sync_succeeds(integration).await;
     assert_eq!(x.stats().rejected_refreshes, 0);
     x.assert_requests_match_spec();
 }

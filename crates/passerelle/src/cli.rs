@@ -44,6 +44,7 @@ pub enum Command {
         command: VaultCommand,
     },
     /// Run the end-to-end demo against the built-in ERP sandbox.
+    #[cfg(feature = "sandbox")]
     Demo(DemoArgs),
     /// Manage integrations (the legacy app's admin screens).
     Integrations {
@@ -57,11 +58,14 @@ pub enum Command {
     /// Run the worker role: consume and execute sync jobs.
     Worker(WorkerArgs),
     /// Serve the ERP simulators on loopback.
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
     /// Measure throughput and latency (build with --release); see docs/performance.md.
+    #[cfg(feature = "sandbox")]
     Bench(BenchArgs),
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Orders exported by the throughput run.
@@ -90,6 +94,7 @@ pub struct BenchArgs {
     pub erp_products: i64,
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Orders to seed for the demo tenant.
@@ -193,6 +198,7 @@ pub struct WorkerArgs {
     pub concurrency: Option<u16>,
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     #[arg(long, default_value_t = 8700)]

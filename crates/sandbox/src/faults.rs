@@ -1,7 +1,8 @@
 //! What every simulator puts between authentication and its own handling: the per-account
 //! traffic gate (request counter, fixed-window rate limiter, "you were told to wait" tracking)
 //! and the queue of injected faults, plus the interruptible sleep that latency and timeout
-//! faults use so a shutting-down sandbox never waits on them.
+//! faults use so a shutting-down sandbox never waits on them. What a fault that fired does to
+//! its request is [`crate::fault_plan`]'s.
 //!
 //! This module knows nothing of any one ERP: it decides *whether* and *how* a request is
 //! handled, never what handling means. A simulator keeps one [`TrafficGate`] per account,
@@ -14,10 +15,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// How long a [`Fault::Timeout`] keeps a request unanswered: far beyond any client timeout
-/// the connectors use (30 s by default), so the client always gives up first.
-pub(crate) const TIMEOUT_FAULT_HOLD: Duration = Duration::from_secs(300);
 
 /// A fault to inject into the next matching requests of one account.
 ///

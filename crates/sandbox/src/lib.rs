@@ -11,8 +11,10 @@
 
 pub mod custom_api;
 pub mod dataverse;
+mod fault_plan;
 mod faults;
 mod guard;
+mod idempotency;
 mod problem;
 pub mod quickbooks;
 pub mod sap_b1;

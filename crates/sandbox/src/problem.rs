@@ -207,6 +207,14 @@ impl Reply {
 
     /// Cuts the body in half: whatever JSON it held is no longer parseable (an object or
     /// array needs its closing bracket), yet the HTTP message itself is complete.
+    /// What a reverse proxy (nginx) in front of the ERP answers when the ERP is down.
+    pub(crate) fn proxy_error_page() -> Self {
+        const PAGE: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+            <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n\
+            </html>\r\n";
+        Self::new(StatusCode::BAD_GATEWAY, "text/html", PAGE)
+    }
+
     pub(crate) fn truncated(mut self) -> Self {
         let keep = self.body.len() / 2;
         self.body = if self.body.is_empty() {
@@ -215,6 +223,12 @@ impl Reply {
             self.body.slice(..keep)
         };
         self
+    }
+}
+
+impl From<Reply> for Response {
+    fn from(reply: Reply) -> Self {
+        reply.into_response()
     }
 }
 

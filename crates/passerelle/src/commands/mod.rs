@@ -1,9 +1,12 @@
 //! One function per subcommand. Each loads what it needs and nothing more: `config show` needs
 //! no database, `migrate` needs no vault.
 
+#[cfg(feature = "sandbox")]
 mod bench;
 mod config;
+#[cfg(feature = "sandbox")]
 pub mod demo;
+#[cfg(feature = "sandbox")]
 mod fleet;
 mod integrations;
 mod migrate;
@@ -33,7 +36,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vault {
             command: VaultCommand::Rotate(args),
         } => vault::rotate(&settings, &args, cli.output).await,
+        #[cfg(feature = "sandbox")]
         Command::Demo(args) => demo::run(settings, args).await,
+        #[cfg(feature = "sandbox")]
         Command::Bench(args) => bench::run(settings, args, cli.output).await,
         Command::Integrations { command } => {
             integrations::run(&settings, command, cli.output).await
@@ -41,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(args) => sync::run(&settings, args, cli.output).await,
         Command::Scheduler(args) => roles::scheduler(&settings, args, cli.output).await,
         Command::Worker(args) => roles::worker(&settings, args).await,
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => roles::sandbox(args).await,
     }
 }

@@ -1,4 +1,6 @@
-use crate::cli::{OutputFormat, SandboxArgs, SchedulerArgs, WorkerArgs};
+#[cfg(feature = "sandbox")]
+use crate::cli::SandboxArgs;
+use crate::cli::{OutputFormat, SchedulerArgs, WorkerArgs};
 use crate::{output, scheduler, worker};
 use passerelle_core::config::Settings;
 use std::process::ExitCode;
@@ -60,6 +62,8 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `sandbox` role: only in builds with the `sandbox` feature (the default).
+#[cfg(feature = "sandbox")]
 pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let sandbox = passerelle_sandbox::Sandbox::start(args.port).await?;
     for key in &args.custom_api_keys {

@@ -4,12 +4,13 @@
 //! Every error leaves as problem+json, including the ones axum would answer in plain text
 //! (bad paths, oversized bodies, unknown routes, wrong methods).
 
-use super::idempotency::{Claim, StoredResponse};
 use super::store::{Collection, decode_cursor, encode_cursor};
 use super::validate::{Write, validate};
-use super::{Account, AccountConfig, AccountState, CustomApiSim, lock};
+use super::{Account, AccountConfig, CustomApiSim, lock};
 use crate::SandboxError;
-use crate::faults::{Admission, Fault, Injection, TIMEOUT_FAULT_HOLD};
+use crate::fault_plan::{self, FaultAnswers, FaultPlan, Outcome};
+use crate::faults::{Admission, Fault};
+use crate::idempotency::{Claim, KeyClaim};
 use crate::problem::{Problem, Reply};
 use axum::Router;
 use axum::body::Bytes;
@@ -18,11 +19,11 @@ use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -169,11 +170,30 @@ async fn update(
     serve(&sim, Call::new(method, &uri, headers), op).await
 }
 
-/// How an injected fault changes an otherwise normal answer.
-enum Outcome {
-    AsIs,
-    Truncate,
-    Drop,
+/// The custom API's answers to injected faults, for one account.
+struct CustomApiFaults<'a>(&'a Account);
+
+impl FaultAnswers for CustomApiFaults<'_> {
+    type Reply = Reply;
+
+    fn status(&self, status: StatusCode, retry_after: Option<u64>) -> Reply {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let mut state = lock(&self.0.state);
+            match retry_after {
+                Some(secs) => state.gate.told_to_wait(Utc::now(), secs),
+                None => state.gate.limited_without_wait(),
+            }
+        }
+        Problem::status(status, retry_after).into_reply()
+    }
+
+    fn held_too_long(&self) -> Reply {
+        Problem::plain(StatusCode::GATEWAY_TIMEOUT, "sandbox fault: held too long").into_reply()
+    }
+
+    fn shutting_down(&self) -> Reply {
+        shutting_down().into_reply()
+    }
 }
 
 /// The pipeline every API request goes through.
@@ -200,36 +220,12 @@ async fn serve(sim: &CustomApiSim, call: Call, op: Result<Op, Problem>) -> Respo
         Admission::Admitted(injection) => injection,
     };
 
-    let mut latency = None;
-    let mut outcome = Outcome::AsIs;
-    match injection {
-        None => {}
-        Some(Injection::Status {
-            status,
-            retry_after,
-        }) => {
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                let mut state = lock(&account.state);
-                match retry_after {
-                    Some(secs) => state.gate.told_to_wait(Utc::now(), secs),
-                    None => state.gate.limited_without_wait(),
-                }
-            }
-            return Problem::status(status, retry_after).into_response();
-        }
-        Some(Injection::Html) => return proxy_error_page(),
-        Some(Injection::Timeout) => {
-            return if sim.shared.interrupt.sleep(TIMEOUT_FAULT_HOLD).await {
-                Problem::plain(StatusCode::GATEWAY_TIMEOUT, "sandbox fault: held too long")
-                    .into_response()
-            } else {
-                shutting_down().into_response()
-            };
-        }
-        Some(Injection::Latency(delay)) => latency = Some(delay),
-        Some(Injection::Malformed) => outcome = Outcome::Truncate,
-        Some(Injection::DropResponse) => outcome = Outcome::Drop,
-    }
+    let answers = CustomApiFaults(&account);
+    let (latency, outcome) =
+        match fault_plan::plan(&answers, &sim.shared.interrupt, injection).await {
+            FaultPlan::Answer(reply) => return reply.into_response(),
+            FaultPlan::Handle { latency, outcome } => (latency, outcome),
+        };
 
     let reply = match op {
         Ok(op) => handle(sim, &account, &call, op, latency).await,
@@ -318,19 +314,14 @@ async fn write(
                 .fingerprinter
                 .fingerprint(&call.method, &call.path, &body);
             let mut state = lock(&account.state);
-            match state.idempotency.claim(&key, fingerprint, Utc::now()) {
+            match state
+                .idempotency
+                .claim(&key, Some(fingerprint), RETENTION, Utc::now())
+            {
                 Claim::Proceed { token } => {
-                    claim = Some(KeyClaim {
-                        state: account.state.clone(),
-                        key,
-                        token,
-                        settled: false,
-                    });
+                    claim = Some(KeyClaim::new(account.state.clone(), key, token));
                 }
-                Claim::Replay(stored) => {
-                    state.replays += 1;
-                    return Ok(replay(stored));
-                }
+                Claim::Replay(stored) => return Ok(replay(stored)),
                 Claim::InFlight => {
                     return Err(Problem::new(
                         StatusCode::CONFLICT,
@@ -385,50 +376,41 @@ async fn write(
     };
     if let Some(claim) = claim {
         if target.is_none() && result.is_ok() {
-            *state.creates_by_key.entry(claim.key.clone()).or_default() += 1;
+            state.idempotency.record_creates(claim.key(), 1);
         }
-        claim.settle(&mut state, &result);
+        // Only a success is replayed: a refused request created nothing, and a corrected
+        // retry with the same key is handled afresh.
+        let stored = match &result {
+            Ok(reply) if reply.status.is_success() => Some(StoredResponse::of(reply)),
+            _ => None,
+        };
+        claim.settle(&mut state.idempotency, stored);
     }
     result
 }
 
-/// An `Idempotency-Key` held in flight by one request. Dropped unsettled (the request was
-/// abandoned mid-way), it frees the key so a retry is not refused forever.
-struct KeyClaim {
-    state: Arc<Mutex<AccountState>>,
-    key: String,
-    token: u64,
-    settled: bool,
+/// How long a successful answer is replayed (draft-ietf-httpapi-idempotency-key-header
+/// leaves it to the server; a day covers any retry schedule).
+const RETENTION: TimeDelta = TimeDelta::hours(24);
+
+/// An answer kept for replay.
+#[derive(Clone, Debug)]
+pub(super) struct StoredResponse {
+    status: StatusCode,
+    body: Bytes,
+    location: Option<HeaderValue>,
 }
 
-impl KeyClaim {
-    /// Called with the account locked, hence `state` passed in rather than locked here.
-    fn settle(mut self, state: &mut AccountState, result: &Result<Reply, Problem>) {
-        let stored = match result {
-            Ok(reply) if reply.status.is_success() => Some(StoredResponse {
-                status: reply.status,
-                body: reply.body.clone(),
-                location: reply
-                    .headers
-                    .iter()
-                    .find(|(name, _)| name == header::LOCATION)
-                    .map(|(_, value)| value.clone()),
-            }),
-            _ => None,
-        };
-        state
-            .idempotency
-            .settle(&self.key, self.token, stored, Utc::now());
-        self.settled = true;
-    }
-}
-
-impl Drop for KeyClaim {
-    fn drop(&mut self) {
-        if !self.settled {
-            lock(&self.state)
-                .idempotency
-                .settle(&self.key, self.token, None, Utc::now());
+impl StoredResponse {
+    fn of(reply: &Reply) -> Self {
+        Self {
+            status: reply.status,
+            body: reply.body.clone(),
+            location: reply
+                .headers
+                .iter()
+                .find(|(name, _)| name == header::LOCATION)
+                .map(|(_, value)| value.clone()),
         }
     }
 }
@@ -599,14 +581,6 @@ fn shutting_down() -> Problem {
         StatusCode::SERVICE_UNAVAILABLE,
         "the sandbox is shutting down",
     )
-}
-
-/// What a reverse proxy answers when the ERP behind it is down.
-fn proxy_error_page() -> Response {
-    const PAGE: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
-        <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n\
-        </html>\r\n";
-    Reply::new(StatusCode::BAD_GATEWAY, "text/html", PAGE).into_response()
 }
 
 async fn no_route(uri: OriginalUri) -> Problem {

@@ -13,7 +13,6 @@
 //! the counters.
 
 mod http;
-mod idempotency;
 mod store;
 mod validate;
 
@@ -21,9 +20,10 @@ pub use crate::faults::Fault;
 
 use crate::SandboxError;
 use crate::faults::{Interrupt, TrafficGate};
+use crate::idempotency::{Fingerprinter, IdempotencyStore, KeyOwner};
 use axum::http::{HeaderName, HeaderValue};
 use chrono::{DateTime, SubsecRound, Utc};
-use idempotency::{Fingerprinter, IdempotencyStore};
+use http::StoredResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -141,9 +141,8 @@ struct Account {
 struct AccountState {
     gate: TrafficGate,
     collections: [CollectionStore; 5],
-    idempotency: IdempotencyStore,
-    creates_by_key: HashMap<String, u64>,
-    replays: u64,
+    /// `Idempotency-Key` → the successful answer, replayed for 24 h.
+    idempotency: IdempotencyStore<StoredResponse>,
     /// Last `updated_at` handed out: the account's clock never goes back, even if the wall
     /// clock does, so an import by `updated_since` cannot miss a change.
     last_stamp: DateTime<Utc>,
@@ -155,8 +154,6 @@ impl AccountState {
             gate: TrafficGate::new(requests_per_second, RATE_WINDOW),
             collections: Default::default(),
             idempotency: IdempotencyStore::default(),
-            creates_by_key: HashMap::new(),
-            replays: 0,
             last_stamp: DateTime::<Utc>::MIN_UTC,
         }
     }
@@ -183,12 +180,8 @@ impl AccountState {
         AccountStats {
             requests: traffic.requests,
             creates: per_collection(&|s| s.creates),
-            creates_by_key: self
-                .creates_by_key
-                .iter()
-                .map(|(k, n)| (k.clone(), *n))
-                .collect(),
-            replays: self.replays,
+            creates_by_key: self.idempotency.creates_by_key(),
+            replays: self.idempotency.replays(),
             updates: per_collection(&|s| s.updates),
             records: per_collection(&|s| s.live_count()),
             duplicate_business_keys: Collection::ALL
@@ -212,6 +205,12 @@ fn lock(state: &Mutex<AccountState>) -> MutexGuard<'_, AccountState> {
     state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl KeyOwner for Mutex<AccountState> {
+    fn release(&self, key: &str, token: u64) {
+        lock(self).idempotency.settle(key, token, None, Utc::now());
+    }
 }
 
 impl CustomApiSim {

@@ -10,7 +10,8 @@ use super::batch::{self, InnerRequest, InnerResponse};
 use super::model::{self, DvError, TableDef, Written};
 use super::query::{CollectionQuery, skiptoken};
 use super::{DataverseEnvConfig, DataverseSim, Env, lock, read};
-use crate::faults::{Admission, Fault, Injection, TIMEOUT_FAULT_HOLD};
+use crate::fault_plan::{self, FaultAnswers, Outcome};
+use crate::faults::{Admission, Fault, Injection};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, RawQuery, State};
@@ -118,52 +119,34 @@ fn status_fault(status: StatusCode, retry_after: Option<u64>) -> Response {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
-    Answer,
-    Malformed,
-    Drop,
-}
+/// Dataverse's answers to injected faults.
+struct DataverseFaults;
 
-async fn before(sim: &DataverseSim, injection: Option<Injection>) -> Result<After, Response> {
-    let shutting_down = || error(&DvError::new(503, "0x80040216", "sandbox shutting down"));
-    match injection {
-        None => Ok(After::Answer),
-        Some(Injection::Status {
-            status,
-            retry_after,
-        }) => Err(status_fault(status, retry_after)),
-        Some(Injection::Latency(d)) => {
-            if sim.shared.interrupt.sleep(d).await {
-                Ok(After::Answer)
-            } else {
-                Err(shutting_down())
-            }
-        }
-        Some(Injection::Timeout) => {
-            sim.shared.interrupt.sleep(TIMEOUT_FAULT_HOLD).await;
-            Err(shutting_down())
-        }
-        Some(Injection::Html) => Err((
-            StatusCode::BAD_GATEWAY,
-            [(header::CONTENT_TYPE, "text/html")],
-            "<html><body><h1>502 Bad Gateway</h1></body></html>",
-        )
-            .into_response()),
-        Some(Injection::Malformed) => Ok(After::Malformed),
-        Some(Injection::DropResponse) => Ok(After::Drop),
+impl FaultAnswers for DataverseFaults {
+    type Reply = Response;
+
+    fn status(&self, status: StatusCode, retry_after: Option<u64>) -> Response {
+        status_fault(status, retry_after)
+    }
+
+    fn shutting_down(&self) -> Response {
+        error(&DvError::new(503, "0x80040216", "sandbox shutting down"))
     }
 }
 
-fn after(then: After, response: Response) -> Response {
+async fn before(sim: &DataverseSim, injection: Option<Injection>) -> Result<Outcome, Response> {
+    fault_plan::before_handling(&DataverseFaults, &sim.shared.interrupt, injection).await
+}
+
+fn after(then: Outcome, response: Response) -> Response {
     match then {
-        After::Answer => response,
-        After::Drop => error(&DvError::new(
+        Outcome::AsIs => response,
+        Outcome::Drop => error(&DvError::new(
             500,
             "0x80040216",
             "An unexpected error occurred (the response was lost).",
         )),
-        After::Malformed => {
+        Outcome::Truncate => {
             let (parts, body) = response.into_parts();
             let status = parts.status;
             let mut cut = parts.headers.clone();

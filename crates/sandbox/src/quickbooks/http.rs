@@ -11,7 +11,9 @@ use super::model::{Kind, QbError, RealmData};
 use super::query;
 use super::tokens::Refusal;
 use super::{QuickBooksAppConfig, QuickBooksSim, Realm, RealmState, lock, qb_time};
-use crate::faults::{Admission, Fault, Injection, TIMEOUT_FAULT_HOLD};
+use crate::fault_plan::{self, FaultAnswers, Outcome};
+use crate::faults::{Admission, Fault, Injection};
+use crate::idempotency::Claim;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::FormRejection;
@@ -160,60 +162,39 @@ fn status_fault(status: StatusCode, retry_after: Option<u64>) -> Response {
     }
 }
 
-/// What to do after handling, because of a fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
-    Answer,
-    Malformed,
-    Drop,
-}
+/// QuickBooks' answers to injected faults.
+struct QuickBooksFaults;
 
-/// Applies a fault's part that comes before handling; `Err` is the answer instead.
-async fn before(sim: &QuickBooksSim, injection: Option<Injection>) -> Result<After, Response> {
-    match injection {
-        None => Ok(After::Answer),
-        Some(Injection::Status {
-            status,
-            retry_after,
-        }) => Err(status_fault(status, retry_after)),
-        Some(Injection::Latency(d)) => {
-            if sim.shared.interrupt.sleep(d).await {
-                Ok(After::Answer)
-            } else {
-                Err(answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "sandbox shutting down"}),
-                ))
-            }
-        }
-        Some(Injection::Timeout) => {
-            sim.shared.interrupt.sleep(TIMEOUT_FAULT_HOLD).await;
-            Err(answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "sandbox shutting down"}),
-            ))
-        }
-        Some(Injection::Html) => Err((
-            StatusCode::BAD_GATEWAY,
-            [(header::CONTENT_TYPE, "text/html")],
-            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+impl FaultAnswers for QuickBooksFaults {
+    type Reply = Response;
+
+    fn status(&self, status: StatusCode, retry_after: Option<u64>) -> Response {
+        status_fault(status, retry_after)
+    }
+
+    fn shutting_down(&self) -> Response {
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "sandbox shutting down"}),
         )
-            .into_response()),
-        Some(Injection::Malformed) => Ok(After::Malformed),
-        Some(Injection::DropResponse) => Ok(After::Drop),
     }
 }
 
-fn after(after: After, status: StatusCode, body: Value) -> Response {
+/// Applies a fault's part that comes before handling; `Err` is the answer instead.
+async fn before(sim: &QuickBooksSim, injection: Option<Injection>) -> Result<Outcome, Response> {
+    fault_plan::before_handling(&QuickBooksFaults, &sim.shared.interrupt, injection).await
+}
+
+fn after(after: Outcome, status: StatusCode, body: Value) -> Response {
     match after {
-        After::Answer => answer(status, body),
-        After::Malformed => {
+        Outcome::AsIs => answer(status, body),
+        Outcome::Truncate => {
             let text = body.to_string();
             let half = text.len() / 2;
             let cut: String = text.chars().take(half).collect();
             (status, [(header::CONTENT_TYPE, "application/json")], cut).into_response()
         }
-        After::Drop => answer(
+        Outcome::Drop => answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             fault(
                 "SystemFault",
@@ -438,23 +419,25 @@ async fn api(
     }
     let mut state = lock(&realm.state);
     let writes = method == Method::POST && rest != "query";
-    if writes
-        && let Some(id) = &request_id
-        && let Some((status, body)) = state.answers.get(id).cloned()
-    {
-        state.replays += 1;
-        return after(
-            then,
-            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-            body,
-        );
-    }
+    // The realm stays locked from claim to settle, so a repeat never finds its key in flight.
+    let claim = match request_id.filter(|_| writes) {
+        Some(id) => match state.answers.claim(&id, None, TimeDelta::MAX, now) {
+            Claim::Replay((status, body)) => return after(then, status, body),
+            Claim::Proceed { token } => Some((id, token)),
+            // Neither happens under the lock with the key alone compared; were a handler to
+            // panic mid-way, its key would be left in flight and a repeat handled afresh.
+            Claim::InFlight | Claim::Mismatch => None,
+        },
+        None => None,
+    };
     let creates_before: u64 = state.data.creates.iter().sum();
     let (status, body) = handle(&mut state, &realm.id, &method, &rest, &params, &body, now);
-    if writes && let Some(id) = request_id {
+    if let Some((id, token)) = claim {
         let created = state.data.creates.iter().sum::<u64>() - creates_before;
-        *state.creates_by_requestid.entry(id.clone()).or_default() += created;
-        state.answers.insert(id, (status.as_u16(), body.clone()));
+        state.answers.record_creates(&id, created);
+        state
+            .answers
+            .settle(&id, token, Some((status, body.clone())), now);
     }
     after(then, status, body)
 }

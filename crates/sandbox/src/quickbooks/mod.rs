@@ -31,7 +31,8 @@ pub use crate::faults::Fault;
 
 use crate::SandboxError;
 use crate::faults::{FaultQueue, Interrupt, TrafficGate};
-use axum::http::HeaderValue;
+use crate::idempotency::IdempotencyStore;
+use axum::http::{HeaderValue, StatusCode};
 use chrono::{DateTime, TimeDelta, Utc};
 use model::{Kind, RealmData};
 use serde::{Deserialize, Serialize};
@@ -300,10 +301,9 @@ struct RealmState {
     max_in_flight: u64,
     max_batch_items: usize,
     data: RealmData,
-    /// `requestid` → the answer first given to it, replayed to any repeat.
-    answers: HashMap<String, (u16, Value)>,
-    creates_by_requestid: HashMap<String, u64>,
-    replays: u64,
+    /// `requestid` → the answer first given to it, replayed to any repeat, errors included,
+    /// whatever the repeat carries.
+    answers: IdempotencyStore<(StatusCode, Value)>,
     batch_requests: u64,
     cdc_requests: u64,
     query_requests: u64,
@@ -324,9 +324,7 @@ impl RealmState {
             // The company was set up long before anyone syncs with it (CDC does not see
             // its defaults as changes).
             data: company::new_company(Utc::now() - TimeDelta::days(365)),
-            answers: HashMap::new(),
-            creates_by_requestid: HashMap::new(),
-            replays: 0,
+            answers: IdempotencyStore::default(),
             batch_requests: 0,
             cdc_requests: 0,
             query_requests: 0,
@@ -485,12 +483,8 @@ impl QuickBooksSim {
                 cdc_requests: state.cdc_requests,
                 query_requests: state.query_requests,
                 creates: per_kind(&state.data.creates),
-                creates_by_requestid: state
-                    .creates_by_requestid
-                    .iter()
-                    .map(|(k, n)| (k.clone(), *n))
-                    .collect(),
-                replays: state.replays,
+                creates_by_requestid: state.answers.creates_by_key(),
+                replays: state.answers.replays(),
                 updates: per_kind(&state.data.updates),
                 stale_updates: state.data.stale_updates,
                 records: Kind::ALL

@@ -11,7 +11,8 @@ use super::model::{CompanyData, Key, Kind, SapError};
 use super::query::{compare_values, parse_filter, parse_order};
 use super::{Company, SapB1CompanyConfig, SapB1Sim, Session, lock};
 use crate::SandboxError;
-use crate::faults::{Admission, Fault, Injection, TIMEOUT_FAULT_HOLD};
+use crate::fault_plan::{self, FaultAnswers, FaultPlan, Outcome};
+use crate::faults::{Admission, Fault, Injection};
 use crate::problem::{Problem, Reply, admin_body, admin_json, admin_path};
 use axum::Router;
 use axum::body::Bytes;
@@ -23,7 +24,6 @@ use axum::routing::{any, get, post};
 use chrono::{TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
-use std::time::Duration;
 use uuid::Uuid;
 
 const ODATA_JSON: &str = "application/json;odata=minimalmetadata;charset=utf-8";
@@ -105,67 +105,40 @@ fn shutting_down() -> Reply {
     )
 }
 
-/// What a reverse proxy answers when the Service Layer behind it is down.
-fn proxy_error_page() -> Reply {
-    const PAGE: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
-        <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n\
-        </html>\r\n";
-    Reply::new(StatusCode::BAD_GATEWAY, "text/html", PAGE)
-}
-
 // --- faults ---
 
-#[derive(Clone, Copy)]
-enum Outcome {
-    AsIs,
-    Truncate,
-    Drop,
-}
+/// The Service Layer's answers to injected faults, for one company.
+struct SapFaults<'a>(&'a Company);
 
-enum Plan {
-    Answer(Reply),
-    Handle {
-        latency: Option<Duration>,
-        outcome: Outcome,
-    },
-}
+impl FaultAnswers for SapFaults<'_> {
+    type Reply = Reply;
 
-async fn plan(sim: &SapB1Sim, company: &Company, injection: Option<Injection>) -> Plan {
-    let handle = |latency, outcome| Plan::Handle { latency, outcome };
-    match injection {
-        None => handle(None, Outcome::AsIs),
-        Some(Injection::Status {
-            status,
-            retry_after,
-        }) => {
-            if let Some(secs) = retry_after
-                && (status == StatusCode::TOO_MANY_REQUESTS
-                    || status == StatusCode::SERVICE_UNAVAILABLE)
-            {
-                let mut state = lock(&company.state);
-                state.gate.told_to_wait(Utc::now(), secs);
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    state.overloaded += 1;
-                }
+    fn status(&self, status: StatusCode, retry_after: Option<u64>) -> Reply {
+        // A 429 or 503 with Retry-After tells the client to wait, like the throttle does.
+        if let Some(secs) = retry_after
+            && (status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::SERVICE_UNAVAILABLE)
+        {
+            let mut state = lock(&self.0.state);
+            state.gate.told_to_wait(Utc::now(), secs);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                state.overloaded += 1;
             }
-            let reply = match status.as_u16() {
-                401 => invalid_session(),
-                404 => refused(&SapError::not_found()),
-                code => sap_error(status, -1, &format!("sandbox fault: answering {code}")),
-            };
-            Plan::Answer(with_retry_after(reply, retry_after))
         }
-        Some(Injection::Html) => Plan::Answer(proxy_error_page()),
-        Some(Injection::Timeout) => {
-            Plan::Answer(if sim.shared.interrupt.sleep(TIMEOUT_FAULT_HOLD).await {
-                sap_error(StatusCode::GATEWAY_TIMEOUT, -1, "sandbox fault: timeout")
-            } else {
-                shutting_down()
-            })
-        }
-        Some(Injection::Latency(delay)) => handle(Some(delay), Outcome::AsIs),
-        Some(Injection::Malformed) => handle(None, Outcome::Truncate),
-        Some(Injection::DropResponse) => handle(None, Outcome::Drop),
+        let reply = match status.as_u16() {
+            401 => invalid_session(),
+            404 => refused(&SapError::not_found()),
+            code => sap_error(status, -1, &format!("sandbox fault: answering {code}")),
+        };
+        with_retry_after(reply, retry_after)
+    }
+
+    fn held_too_long(&self) -> Reply {
+        sap_error(StatusCode::GATEWAY_TIMEOUT, -1, "sandbox fault: timeout")
+    }
+
+    fn shutting_down(&self) -> Reply {
+        shutting_down()
     }
 }
 
@@ -295,18 +268,14 @@ async fn service(
         Err(reply) => return reply.into_response(),
     };
     let _in_flight = InFlight(company.clone());
-    let reply = match plan(&sim, &company, injection).await {
-        Plan::Answer(reply) => reply,
-        Plan::Handle { latency, outcome } => {
-            let reply = match latency {
-                Some(delay) if !sim.shared.interrupt.sleep(delay).await => shutting_down(),
-                _ => {
-                    if call.rest == "Logout" {
-                        logout(&sim, &company, &call, &session_id)
-                    } else {
-                        resource(&company, &call)
-                    }
-                }
+    let answers = SapFaults(&company);
+    let reply = match fault_plan::plan(&answers, &sim.shared.interrupt, injection).await {
+        FaultPlan::Answer(reply) => reply,
+        FaultPlan::Handle { latency, outcome } => {
+            let reply = match fault_plan::pause(&answers, &sim.shared.interrupt, latency).await {
+                Err(reply) => reply,
+                Ok(()) if call.rest == "Logout" => logout(&sim, &company, &call, &session_id),
+                Ok(()) => resource(&company, &call),
             };
             apply_outcome(reply, outcome)
         }
@@ -377,15 +346,13 @@ async fn login(sim: &SapB1Sim, call: &Call, path: &str) -> Response {
         Err(reply) => return reply.into_response(),
     };
     let _in_flight = InFlight(company.clone());
-    let (latency, outcome) = match plan(sim, &company, injection).await {
-        Plan::Answer(reply) => return reply.into_response(),
-        Plan::Handle { latency, outcome } => (latency, outcome),
-    };
-    if let Some(delay) = latency
-        && !sim.shared.interrupt.sleep(delay).await
-    {
-        return shutting_down().into_response();
-    }
+    let outcome =
+        match fault_plan::before_handling(&SapFaults(&company), &sim.shared.interrupt, injection)
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(reply) => return reply.into_response(),
+        };
     let (timeout_secs, accepted) = {
         let mut state = lock(&company.state);
         let accepted =

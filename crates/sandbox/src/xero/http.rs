@@ -8,14 +8,15 @@
 //! refused records, and plain text for unknown resources.
 
 use super::dates;
-use super::idempotency::{Claim, StoredAnswer};
 use super::limits::{Admission, LimitProblem, Remaining, TenantGate};
 use super::model::{self, Context, Mode};
 use super::query::{self, Pagination};
 use super::store::{Kind, TenantData, code_key, invoice_number_key, quote_number_key};
 use super::{App, Tenant, TenantState, XeroAppConfig, XeroSim, lock};
 use crate::SandboxError;
-use crate::faults::{Fault, Injection, TIMEOUT_FAULT_HOLD};
+use crate::fault_plan::{self, FaultAnswers, FaultPlan, Outcome};
+use crate::faults::Fault;
+use crate::idempotency::{Claim, KeyClaim};
 use crate::problem::{Problem, Reply, admin_body, admin_json, admin_path};
 use axum::Router;
 use axum::body::Bytes;
@@ -233,64 +234,36 @@ fn shutting_down() -> Reply {
     )
 }
 
-/// What a reverse proxy answers when the API behind it is down.
-fn proxy_error_page() -> Reply {
-    const PAGE: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
-        <center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n\
-        </html>\r\n";
-    Reply::new(StatusCode::BAD_GATEWAY, "text/html", PAGE)
-}
-
 // --- faults ---
 
-/// How an injected fault changes an otherwise normal answer.
-#[derive(Clone, Copy)]
-enum Outcome {
-    AsIs,
-    Truncate,
-    Drop,
+/// Xero's answers to injected faults. `on_429` records an injected 429 with the tenant's
+/// gate, where there is one (the identity endpoints have none).
+struct XeroFaults<'a> {
+    on_429: Option<&'a (dyn Fn(Option<u64>) + Sync)>,
 }
 
-enum Plan {
-    /// Answer this instead of handling the request.
-    Answer(Reply),
-    Handle {
-        latency: Option<Duration>,
-        outcome: Outcome,
-    },
-}
+const IDENTITY_FAULTS: XeroFaults<'static> = XeroFaults { on_429: None };
 
-/// The part of a fault that acts before handling. `on_429` records an injected 429.
-async fn plan(
-    sim: &XeroSim,
-    injection: Option<Injection>,
-    on_429: impl FnOnce(Option<u64>),
-) -> Plan {
-    let handle = |latency, outcome| Plan::Handle { latency, outcome };
-    match injection {
-        None => handle(None, Outcome::AsIs),
-        Some(Injection::Status {
-            status,
-            retry_after,
-        }) => {
-            if status == StatusCode::TOO_MANY_REQUESTS {
+impl FaultAnswers for XeroFaults<'_> {
+    type Reply = Reply;
+
+    fn status(&self, status: StatusCode, retry_after: Option<u64>) -> Reply {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            if let Some(on_429) = self.on_429 {
                 on_429(retry_after);
-                Plan::Answer(rate_limited(LimitProblem::Minute, retry_after))
-            } else {
-                Plan::Answer(injected(status, retry_after))
             }
+            rate_limited(LimitProblem::Minute, retry_after)
+        } else {
+            injected(status, retry_after)
         }
-        Some(Injection::Html) => Plan::Answer(proxy_error_page()),
-        Some(Injection::Timeout) => {
-            Plan::Answer(if sim.shared.interrupt.sleep(TIMEOUT_FAULT_HOLD).await {
-                injected(StatusCode::GATEWAY_TIMEOUT, None)
-            } else {
-                shutting_down()
-            })
-        }
-        Some(Injection::Latency(delay)) => handle(Some(delay), Outcome::AsIs),
-        Some(Injection::Malformed) => handle(None, Outcome::Truncate),
-        Some(Injection::DropResponse) => handle(None, Outcome::Drop),
+    }
+
+    fn held_too_long(&self) -> Reply {
+        injected(StatusCode::GATEWAY_TIMEOUT, None)
+    }
+
+    fn shutting_down(&self) -> Reply {
+        shutting_down()
     }
 }
 
@@ -310,10 +283,7 @@ fn apply_outcome(reply: Reply, outcome: Outcome) -> Reply {
 }
 
 async fn pause(sim: &XeroSim, latency: Option<Duration>) -> Result<(), Reply> {
-    match latency {
-        Some(delay) if !sim.shared.interrupt.sleep(delay).await => Err(shutting_down()),
-        _ => Ok(()),
-    }
+    fault_plan::pause(&IDENTITY_FAULTS, &sim.shared.interrupt, latency).await
 }
 
 // --- identity ---
@@ -417,14 +387,10 @@ async fn token(
         let injection = state.identity_faults.take(&method, uri.path());
         (state.config.clone(), injection)
     };
-    let outcome = match plan(&sim, injection, |_| {}).await {
-        Plan::Answer(reply) => return reply.into_response(),
-        Plan::Handle { latency, outcome } => {
-            if let Err(reply) = pause(&sim, latency).await {
-                return reply.into_response();
-            }
-            outcome
-        }
+    let interrupt = &sim.shared.interrupt;
+    let outcome = match fault_plan::before_handling(&IDENTITY_FAULTS, interrupt, injection).await {
+        Ok(outcome) => outcome,
+        Err(reply) => return reply.into_response(),
     };
 
     let now = Utc::now();
@@ -503,14 +469,10 @@ async fn connections(
     let injection = sim
         .app(&grant.client_id)
         .and_then(|app| lock(&app.state).identity_faults.take(&method, uri.path()));
-    let outcome = match plan(&sim, injection, |_| {}).await {
-        Plan::Answer(reply) => return reply.into_response(),
-        Plan::Handle { latency, outcome } => {
-            if let Err(reply) = pause(&sim, latency).await {
-                return reply.into_response();
-            }
-            outcome
-        }
+    let interrupt = &sim.shared.interrupt;
+    let outcome = match fault_plan::before_handling(&IDENTITY_FAULTS, interrupt, injection).await {
+        Ok(outcome) => outcome,
+        Err(reply) => return reply.into_response(),
     };
     // .NET's seven fractional digits, as in the spec's example (`2019-12-07T18:46:19.5165400`).
     let format = |at: DateTime<Utc>| {
@@ -657,9 +619,12 @@ async fn api(
             }
         }
     };
-    let mut reply = match plan(&sim, injection, record_429).await {
-        Plan::Answer(reply) => reply,
-        Plan::Handle { latency, outcome } => {
+    let answers = XeroFaults {
+        on_429: Some(&record_429),
+    };
+    let mut reply = match fault_plan::plan(&answers, &sim.shared.interrupt, injection).await {
+        FaultPlan::Answer(reply) => reply,
+        FaultPlan::Handle { latency, outcome } => {
             let call = (|| {
                 let Path(rest) = rest.map_err(|r| Reply::new(r.status(), TEXT, r.body_text()))?;
                 let Query(query) =
@@ -953,20 +918,16 @@ async fn write(
                 .fingerprinter
                 .fingerprint(&call.method, &call.path_and_query, &call.body);
         let mut state = lock(&tenant.state);
-        match state
-            .idempotency
-            .claim(&key, fingerprint, settings.idempotency_window, Utc::now())
-        {
+        match state.idempotency.claim(
+            &key,
+            Some(fingerprint),
+            settings.idempotency_window,
+            Utc::now(),
+        ) {
             Claim::Proceed { token } => {
-                claim = Some(KeyClaim {
-                    tenant: tenant.clone(),
-                    key,
-                    token,
-                    settled: false,
-                });
+                claim = Some(KeyClaim::new(tenant.clone(), key, token));
             }
             Claim::Replay(answer) => {
-                state.replays += 1;
                 return Reply::new(answer.status, answer.content_type, answer.body);
             }
             Claim::InFlight => {
@@ -997,9 +958,9 @@ async fn write(
     let (reply, created) = write_locked(&mut state, settings, call, kind, target);
     if let Some(claim) = claim {
         if created > 0 {
-            *state.creates_by_key.entry(claim.key.clone()).or_default() += created;
+            state.idempotency.record_creates(claim.key(), created);
         }
-        claim.settle(&mut state, &reply);
+        claim.settle(&mut state.idempotency, Some(StoredAnswer::of(&reply)));
     }
     reply
 }
@@ -1188,36 +1149,21 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Reply> {
     }
 }
 
-/// A key held in flight by one request. Dropped unsettled (the request was abandoned), it
-/// frees the key so a retry is not refused forever.
-struct KeyClaim {
-    tenant: Arc<Tenant>,
-    key: String,
-    token: u64,
-    settled: bool,
+/// An answer kept for replay: Xero replays errors too (the client must fix the request and
+/// use a new key).
+#[derive(Clone, Debug)]
+pub(super) struct StoredAnswer {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
 }
 
-impl KeyClaim {
-    /// Called with the tenant locked, hence `state` passed in rather than locked here.
-    fn settle(mut self, state: &mut TenantState, reply: &Reply) {
-        let answer = StoredAnswer {
+impl StoredAnswer {
+    fn of(reply: &Reply) -> Self {
+        Self {
             status: reply.status,
             content_type: reply.content_type,
             body: reply.body.clone(),
-        };
-        state
-            .idempotency
-            .settle(&self.key, self.token, Some(answer), Utc::now());
-        self.settled = true;
-    }
-}
-
-impl Drop for KeyClaim {
-    fn drop(&mut self) {
-        if !self.settled {
-            lock(&self.tenant.state)
-                .idempotency
-                .settle(&self.key, self.token, None, Utc::now());
         }
     }
 }

@@ -19,7 +19,6 @@
 
 mod dates;
 mod http;
-mod idempotency;
 mod limits;
 mod model;
 mod oauth;
@@ -32,9 +31,9 @@ pub use received::ReceivedRequest;
 
 use crate::SandboxError;
 use crate::faults::{FaultQueue, Interrupt};
+use crate::idempotency::{Fingerprinter, IdempotencyStore, KeyOwner};
 use axum::http::HeaderValue;
 use chrono::{DateTime, TimeDelta, Utc};
-use idempotency::{Fingerprinter, IdempotencyStore};
 use limits::{AppGate, GateStats, TenantGate};
 use oauth::{Lifetimes, TokenStore};
 use serde::{Deserialize, Serialize};
@@ -371,10 +370,17 @@ struct TenantState {
     name: String,
     base_currency: String,
     data: TenantData,
-    idempotency: IdempotencyStore,
-    creates_by_key: HashMap<String, u64>,
-    replays: u64,
+    /// `Idempotency-Key` → the answer, errors included, replayed for the app's window.
+    idempotency: IdempotencyStore<http::StoredAnswer>,
     faults: FaultQueue,
+}
+
+impl KeyOwner for Tenant {
+    fn release(&self, key: &str, token: u64) {
+        lock(&self.state)
+            .idempotency
+            .settle(key, token, None, Utc::now());
+    }
 }
 
 /// Locks a mutex. A poisoned lock only means a handler panicked mid-request; the state is
@@ -479,8 +485,6 @@ impl XeroSim {
                             .unwrap_or_else(|| "NZD".to_owned()),
                         data: TenantData::default(),
                         idempotency: IdempotencyStore::default(),
-                        creates_by_key: HashMap::new(),
-                        replays: 0,
                         faults: FaultQueue::default(),
                     };
                     registry.tenants.insert(
@@ -559,12 +563,8 @@ impl XeroSim {
             };
             XeroStats {
                 creates: per_kind(&state.data.creates),
-                creates_by_key: state
-                    .creates_by_key
-                    .iter()
-                    .map(|(k, n)| (k.clone(), *n))
-                    .collect(),
-                replays: state.replays,
+                creates_by_key: state.idempotency.creates_by_key(),
+                replays: state.idempotency.replays(),
                 updates: per_kind(&state.data.updates),
                 records: state.data.live_counts(),
                 duplicate_business_keys: Kind::ALL
