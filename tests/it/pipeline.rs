@@ -866,3 +866,29 @@ async fn an_erp_outage_costs_a_handful_of_requests_per_attempt() {
     assert!(requests <= 40, "{requests} requests in the first attempt");
     assert_eq!(run.records_synced, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_on_the_erp_says_until_when() {
+    let env = Env::new("wait").await;
+    let seeded = env.db.store.seed_tenant("Acme", 5, 3, 10).await.unwrap();
+    let integration = env.integration(seeded.tenant_id, "orders", "export");
+    // A spent quota: the ERP asks for an hour.
+    env.sandbox.custom_api().inject(
+        &env.api_key,
+        Fault::Status {
+            status: 429,
+            retry_after: Some(3600),
+            times: 1_000_000,
+            method: None,
+            path_contains: None,
+        },
+    );
+    let _w = env.worker(1);
+    let (out, _, stderr) =
+        run(env
+            .cmd()
+            .args(["sync", &integration.to_string(), "--wait", "--timeout", "8"]));
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("waiting until"), "{stderr}");
+    assert!(stderr.contains("rate limited"), "{stderr}");
+}

@@ -37,16 +37,10 @@ pub async fn run(
             current.records_synced,
             current.records_skipped,
             current.records_failed,
+            current.resume_at,
         );
         if show_progress && last_shown != Some(counts) {
-            eprintln!(
-                "run {}: {} — synced {}, skipped {}, failed {}",
-                current.id,
-                current.status,
-                current.records_synced,
-                current.records_skipped,
-                current.records_failed
-            );
+            eprintln!("{}", progress_line(&current, store.now()));
             last_shown = Some(counts);
         }
         if current.status.is_terminal() {
@@ -81,4 +75,27 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One progress line; a run waiting on purpose (a retry, an ERP's `Retry-After`, a spent
+/// quota) says until when and why, so a long wait reads as a wait, not a hang.
+fn progress_line(run: &passerelle_store::SyncRun, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut line = format!(
+        "run {}: {} — synced {}, skipped {}, failed {}",
+        run.id, run.status, run.records_synced, run.records_skipped, run.records_failed
+    );
+    if run.status == RunStatus::Queued
+        && let Some(resume_at) = run.resume_at.filter(|at| *at > now)
+    {
+        line.push_str(&format!(
+            "; waiting until {} ({:.0} s){}",
+            resume_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            (resume_at - now).num_milliseconds() as f64 / 1000.0,
+            run.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    line
 }
