@@ -8,7 +8,7 @@
 //! 3. idle worker memory (resident set);
 //! 4. scheduler: due integrations enqueued per second (100,000 by default).
 
-use super::demo::{drop_database, sibling_database_url};
+use super::demo::sibling_database_url;
 use super::fleet::{DEMO_KEY_ID, LocalFleet};
 use crate::cli::{BenchArgs, OutputFormat};
 use crate::{app, output, service};
@@ -143,7 +143,7 @@ pub async fn run(
         .insert(DEMO_KEY_ID.into(), SecretString::from(key.clone()));
     let vault = app::vault(&settings)?;
 
-    drop_database(&db_url).await?;
+    passerelle_store::drop_database(&db_url).await?;
     passerelle_store::ensure_database(&db_url).await?;
     let store = app::store(&settings).await?;
     passerelle_store::migrate(store.pool()).await?;
