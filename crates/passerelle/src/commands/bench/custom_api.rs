@@ -9,18 +9,22 @@ use std::time::{Duration, Instant};
 /// Requests in flight to the simulator in the latency and rate-limited runs.
 const SMALL_RUN_CONCURRENCY: usize = 8;
 
-/// One worker exports the tenant's `orders` orders to the zero-latency simulator.
+/// One worker exports the tenant's `orders` orders to the zero-latency simulator, with
+/// `concurrency` requests in flight.
 pub(super) async fn throughput(
     bench: &Bench,
     tenant: i64,
     orders: u32,
+    concurrency: usize,
 ) -> anyhow::Result<Throughput> {
     let key = "bench-throughput";
     bench
         .sandbox
         .custom_api()
         .add_account(AccountConfig::new(key));
-    let integration = bench.custom_api_integration(tenant, key, 32).await?;
+    let integration = bench
+        .custom_api_integration(tenant, key, concurrency)
+        .await?;
     eprintln!("exporting {orders} orders with one worker…");
     let run = bench.sync_orders(integration).await?;
     let run = bench.wait(run.id, Duration::from_secs(1800)).await?;

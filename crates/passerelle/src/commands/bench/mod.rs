@@ -58,7 +58,8 @@ pub async fn run(
         "passerelle-bench",
     )?;
     fleet.spawn("worker", &["worker", "--concurrency", "1"])?;
-    let throughput = custom_api::throughput(&bench, big.tenant_id, args.orders).await?;
+    let throughput =
+        custom_api::throughput(&bench, big.tenant_id, args.orders, args.concurrency).await?;
 
     // The latency tenant also owns the scheduler's due integrations.
     let small = bench.store.seed_tenant("Bench latency", 5, 5, 1).await?;
