@@ -29,7 +29,7 @@ pub use integrations::{Integration, IntegrationPatch, NewIntegration, RecordedSy
 pub use keys::CredentialFault;
 pub use logs::{IntegrationLog, LogFilter, NewLog};
 pub use mappings::{Mapping, MappingFilter};
-pub use migrate::{MIGRATOR, ensure_database, migrate};
+pub use migrate::{MIGRATOR, drop_database, ensure_database, migrate};
 pub use rotation::{RotationProgress, RotationReport, rotate_credentials};
 pub use runs::{BeginOutcome, LeaseToken, SyncRun};
 

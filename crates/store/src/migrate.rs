@@ -1,4 +1,5 @@
 //! `passerelle migrate`: create the database if needed, then apply the embedded migrations.
+//! (Also the demo's and the benchmark's [`drop_database`], to start them afresh.)
 //!
 //! Safe to run twice (applied migrations are skipped) and from two processes at once (sqlx
 //! holds a Postgres advisory lock while migrating; a concurrent `CREATE DATABASE` that loses
@@ -47,6 +48,27 @@ pub async fn ensure_database(url: &str) -> Result<bool, StoreError> {
     };
     admin.close().await?;
     Ok(created)
+}
+
+/// Drops the database named in `url`, if it exists, disconnecting its sessions first (`WITH
+/// (FORCE)`): the demo and the benchmark start from an empty database every time.
+pub async fn drop_database(url: &str) -> Result<(), StoreError> {
+    let options =
+        PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+    let name = options
+        .get_database()
+        .ok_or_else(|| StoreError::InvalidUrl("the URL names no database".into()))?
+        .to_owned();
+    let mut admin = options.database("postgres").connect().await?;
+    let statement = format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        name.replace('"', "\"\"")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(())
 }
 
 /// Applies pending migrations, refusing a database whose history differs from the binary's.

@@ -9,79 +9,192 @@ use super::fleet::{DEMO_KEY_ID, LocalFleet};
 use crate::cli::DemoArgs;
 use crate::{app, output, service};
 use anyhow::Context as _;
+use passerelle_connectors::ConnectorContext;
 use passerelle_core::config::{Settings, redact_url};
 use passerelle_core::vault::{Vault, generate_key_base64};
 use passerelle_core::{IntegrationStatus, RunStatus};
 use passerelle_sandbox::Sandbox;
 use passerelle_sandbox::custom_api::AccountConfig;
-use passerelle_store::{Store, SyncRun};
+use passerelle_store::demo::SeededTenant;
+use passerelle_store::{Integration, Store, SyncRun};
 use secrecy::{ExposeSecret, SecretString};
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+/// Orders the demo changes between its two syncs of the orders integration.
+const CHANGED_ORDERS: i64 = 25;
+
 pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let db_url = demo_database_url(settings.database.url.expose_secret())?;
-    settings.database.url = SecretString::from(db_url.clone());
-    settings.amqp.prefix = format!("{}-demo", settings.amqp.prefix);
-    settings.http.allow_private_networks = true;
-
+    let db_url = use_demo_database(&mut settings)?;
     say(&format!(
         "Passerelle demo — database {}, queues `{}.*`",
         redact_url(&db_url),
         settings.amqp.prefix
     ));
-
-    // The vault: the configured ring, or a throwaway development key.
-    let vault_key = if settings.vault.is_configured() {
-        say("using the configured vault key ring");
-        None
-    } else {
-        let key = generate_key_base64();
-        say(
-            "no vault key configured: created a local development key for this demo only (never use it in production; `passerelle vault generate-key` makes a real one)",
-        );
-        settings.vault.active_key = DEMO_KEY_ID.into();
-        settings
-            .vault
-            .keys
-            .insert(DEMO_KEY_ID.into(), SecretString::from(key.clone()));
-        Some(key)
-    };
+    let vault_key = use_vault_key(&mut settings);
     let vault = app::vault(&settings)?;
+    let store = reset_database_and_queues(&settings, &db_url, args.keep).await?;
+    let seeded = seed(&store, args.orders).await?;
+    let erp = DemoErp::start().await?;
+    let mut fleet = start_fleet(&settings, &db_url, vault_key)?;
 
-    // A fresh database and queues, so the summary always describes this run.
-    if !args.keep {
-        drop_database(&db_url).await?;
+    let demo = Demo {
+        store: &store,
+        vault: &vault,
+        settings: &settings,
+        ctx: app::connector_context(&settings),
+        erp: &erp,
+        tenant: seeded.tenant_id,
+    };
+    let result = demo.run_scenario().await;
+    fleet.stop();
+    let stats = erp.totals();
+    erp.sandbox.shutdown().await;
+    let rows = result?;
+
+    print_summary(&rows, &stats, started, &db_url);
+    let all_ok = rows
+        .iter()
+        .all(|(_, r)| matches!(r.status, RunStatus::Succeeded | RunStatus::Partial));
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Points `settings` at the demo's own database and queue prefix; returns the database URL.
+fn use_demo_database(settings: &mut Settings) -> anyhow::Result<String> {
+    let db_url = demo_database_url(settings.database.url.expose_secret())?;
+    settings.database.url = SecretString::from(db_url.clone());
+    settings.amqp.prefix = format!("{}-demo", settings.amqp.prefix);
+    settings.http.allow_private_networks = true;
+    Ok(db_url)
+}
+
+/// The vault: the configured ring, or a throwaway development key, returned so the fleet's
+/// children get it too.
+fn use_vault_key(settings: &mut Settings) -> Option<String> {
+    if settings.vault.is_configured() {
+        say("using the configured vault key ring");
+        return None;
     }
-    passerelle_store::ensure_database(&db_url).await?;
-    let store = app::store(&settings).await?;
+    let key = generate_key_base64();
+    say(
+        "no vault key configured: created a local development key for this demo only (never use it in production; `passerelle vault generate-key` makes a real one)",
+    );
+    settings.vault.active_key = DEMO_KEY_ID.into();
+    settings
+        .vault
+        .keys
+        .insert(DEMO_KEY_ID.into(), SecretString::from(key.clone()));
+    Some(key)
+}
+
+/// A fresh database and queues (unless `keep`), so the summary always describes this run.
+async fn reset_database_and_queues(
+    settings: &Settings,
+    db_url: &str,
+    keep: bool,
+) -> anyhow::Result<Store> {
+    if !keep {
+        passerelle_store::drop_database(db_url)
+            .await
+            .with_context(|| format!("cannot drop the demo database {}", redact_url(db_url)))?;
+    }
+    passerelle_store::ensure_database(db_url).await?;
+    let store = app::store(settings).await?;
     passerelle_store::migrate(store.pool())
         .await
         .context("cannot migrate the demo database")?;
-    let broker = app::broker(&settings).await?;
+    let broker = app::broker(settings).await?;
     broker
         .delete_topology()
         .await
         .context("cannot reset the demo queues")?;
     broker.close().await;
-    let broker = app::broker(&settings).await?;
+    // Connecting again declares the topology afresh.
+    let broker = app::broker(settings).await?;
     broker.close().await;
     say("migrated the demo database and declared the queues");
+    Ok(store)
+}
 
+async fn seed(store: &Store, orders: u32) -> anyhow::Result<SeededTenant> {
     let seeded = store
-        .seed_tenant("Grossiste Démo", 300, 200, i64::from(args.orders))
+        .seed_tenant("Grossiste Démo", 300, 200, i64::from(orders))
         .await
         .context("cannot seed the demo tenant")?;
     say(&format!(
         "seeded tenant {} with {} products, {} customers, {} orders (2–4 lines each), {} invoices, stock for every product",
         seeded.tenant_id, seeded.products, seeded.customers, seeded.orders, seeded.invoices
     ));
+    Ok(seeded)
+}
 
-    let sandbox = Sandbox::start(0)
-        .await
-        .context("cannot start the sandbox")?;
+fn start_fleet(
+    settings: &Settings,
+    db_url: &str,
+    vault_key: Option<String>,
+) -> anyhow::Result<LocalFleet> {
+    let mut fleet = LocalFleet::new(settings, db_url, vault_key, "passerelle-demo")?;
+    fleet.spawn("scheduler", &["scheduler"])?;
+    fleet.spawn("worker-1", &["worker", "--concurrency", "4"])?;
+    fleet.spawn("worker-2", &["worker", "--concurrency", "4"])?;
+    say(&format!(
+        "started a scheduler and two workers (logs in {})",
+        fleet.log_dir.display()
+    ));
+    Ok(fleet)
+}
+
+/// The sandbox, in this process, and the ERP accounts the demo's integrations use.
+struct DemoErp {
+    sandbox: Sandbox,
+    /// The custom API account of the orders integration (no limit).
+    orders_key: String,
+    /// The custom API account of the catalogue integration, limited to 150 requests/s.
+    catalogue_key: String,
+    xero_tenant: String,
+    xero_refresh_token: String,
+}
+
+impl DemoErp {
+    async fn start() -> anyhow::Result<Self> {
+        let sandbox = Sandbox::start(0)
+            .await
+            .context("cannot start the sandbox")?;
+        let (orders_key, catalogue_key) = add_custom_api_accounts(&sandbox);
+        say(&format!(
+            "sandbox listening on http://{} (custom API at {})",
+            sandbox.addr(),
+            sandbox.custom_api_url()
+        ));
+        let (xero_tenant, xero_refresh_token) = add_xero_app(&sandbox);
+        Ok(Self {
+            sandbox,
+            orders_key,
+            catalogue_key,
+            xero_tenant,
+            xero_refresh_token,
+        })
+    }
+
+    /// What the ERP simulators received, for the summary.
+    fn totals(&self) -> String {
+        format!(
+            "{}\nAt the Xero sandbox: {}",
+            sandbox_totals(&self.sandbox, &self.orders_key, &self.catalogue_key),
+            xero_totals(&self.sandbox, &self.xero_tenant)
+        )
+    }
+}
+
+/// Two custom API accounts (orders; catalogue, rate-limited and already holding some stock).
+/// Returns their API keys.
+fn add_custom_api_accounts(sandbox: &Sandbox) -> (String, String) {
     let orders_key = format!(
         "demo-orders-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -104,13 +217,13 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
             serde_json::json!({"sku": format!("SKU-{n:05}"), "warehouse_code": "ERP-WH", "quantity": n * 3}),
         );
     }
-    say(&format!(
-        "sandbox listening on http://{} (custom API at {})",
-        sandbox.addr(),
-        sandbox.custom_api_url()
-    ));
-    // Xero, with the simulator's app and tenant, its limit compressed tenfold (60 calls per
-    // 6 s instead of per minute) so the demo does not take minutes.
+    (orders_key, catalogue_key)
+}
+
+/// Xero, with the simulator's app and tenant, its limit compressed tenfold (60 calls per 6 s
+/// instead of per minute) so the demo does not take minutes. Returns the tenant id and the
+/// refresh token.
+fn add_xero_app(sandbox: &Sandbox) -> (String, String) {
     let xero_tenant = uuid::Uuid::new_v4().to_string();
     let mut app = passerelle_sandbox::xero::XeroAppConfig::new(
         "demo-app",
@@ -125,205 +238,174 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
     };
     let xero_refresh = app.refresh_token.clone().unwrap_or_default();
     sandbox.xero().add_app(app);
-
-    let mut demo = LocalFleet::new(&settings, &db_url, vault_key, "passerelle-demo")?;
-    demo.spawn("scheduler", &["scheduler"])?;
-    demo.spawn("worker-1", &["worker", "--concurrency", "4"])?;
-    demo.spawn("worker-2", &["worker", "--concurrency", "4"])?;
-    say(&format!(
-        "started a scheduler and two workers (logs in {})",
-        demo.log_dir.display()
-    ));
-
-    let result = run_scenario(
-        &store,
-        &vault,
-        &settings,
-        &sandbox,
-        seeded.tenant_id,
-        &orders_key,
-        &catalogue_key,
-        (&xero_tenant, &xero_refresh),
-    )
-    .await;
-    demo.stop();
-    let stats = format!(
-        "{}\nAt the Xero sandbox: {}",
-        sandbox_totals(&sandbox, &orders_key, &catalogue_key),
-        xero_totals(&sandbox, &xero_tenant)
-    );
-    sandbox.shutdown().await;
-    let rows = result?;
-
-    println!();
-    let table_rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|(name, run)| {
-            let secs = match (run.started_at, run.finished_at) {
-                (Some(s), Some(f)) => format!("{:.2}s", (f - s).num_milliseconds() as f64 / 1000.0),
-                _ => "-".into(),
-            };
-            vec![
-                name.clone(),
-                run.trigger.to_string(),
-                run.status.to_string(),
-                run.records_synced.to_string(),
-                run.records_skipped.to_string(),
-                run.records_failed.to_string(),
-                secs,
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        output::table(
-            &[
-                "INTEGRATION",
-                "TRIGGER",
-                "STATUS",
-                "SYNCED",
-                "SKIPPED",
-                "FAILED",
-                "TIME"
-            ],
-            &table_rows
-        )
-    );
-    println!("\nAt the ERP sandbox: {stats}");
-    println!(
-        "Demo finished in {:.1}s. Explore it: PASSERELLE__DATABASE__URL={} passerelle integrations list",
-        started.elapsed().as_secs_f64(),
-        redact_url(&db_url)
-    );
-    let all_ok = rows
-        .iter()
-        .all(|(_, r)| matches!(r.status, RunStatus::Succeeded | RunStatus::Partial));
-    Ok(if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    (xero_tenant, xero_refresh)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_scenario(
-    store: &Store,
-    vault: &Vault,
-    settings: &Settings,
-    sandbox: &Sandbox,
+/// What every step of the scenario works with.
+struct Demo<'a> {
+    store: &'a Store,
+    vault: &'a Vault,
+    settings: &'a Settings,
+    ctx: ConnectorContext,
+    erp: &'a DemoErp,
     tenant: i64,
-    orders_key: &str,
-    catalogue_key: &str,
-    xero: (&str, &str),
-) -> anyhow::Result<Vec<(String, SyncRun)>> {
-    let ctx = app::connector_context(settings);
-    let orders = service::create(
-        store,
-        Some(vault),
-        &ctx,
-        tenant,
-        "ERP — orders, invoices, customers",
-        "custom_api",
-        &service::FieldsInput {
+}
+
+/// The demo's three integrations.
+struct DemoIntegrations {
+    orders: Integration,
+    catalogue: Integration,
+    xero: Integration,
+}
+
+impl Demo<'_> {
+    /// Creates, tests and activates the integrations, syncs them, changes a few orders and
+    /// syncs again. Returns every run with the name it is shown under.
+    async fn run_scenario(&self) -> anyhow::Result<Vec<(String, SyncRun)>> {
+        let integrations = DemoIntegrations {
+            orders: self.create_orders_integration().await?,
+            catalogue: self.create_catalogue_integration().await?,
+            xero: self.create_xero_integration().await?,
+        };
+        self.test_and_activate(&integrations).await?;
+        let (broker, publisher) = crate::worker::connect_publisher(self.settings).await?;
+        let first = self.first_syncs(&integrations, &publisher).await?;
+
+        // Change a few orders, then sync again: only those go out, the rest is skipped.
+        let orders = &integrations.orders;
+        let changed = self.store.ship_orders(self.tenant, CHANGED_ORDERS).await?;
+        say(&format!(
+            "changed {changed} orders on the platform; syncing again"
+        ));
+        let again = service::trigger_sync(self.store, &publisher, orders.id, &[]).await?;
+        broker.close().await;
+        let second = watch(
+            self.store,
+            &[(format!("{} (again)", orders.name), again.id)],
+        )
+        .await?;
+        Ok(first.into_iter().chain(second).collect())
+    }
+
+    async fn create_orders_integration(&self) -> anyhow::Result<Integration> {
+        let fields = service::FieldsInput {
             direction: Some("export".into()),
             frequency: Some("manual".into()),
             entities: Some(vec!["customers".into(), "orders".into(), "invoices".into()]),
-            settings: Some(serde_json::json!({"api_url": sandbox.custom_api_url()})),
-            credentials: Some(serde_json::json!({"api_key": orders_key})),
-        },
-    )
-    .await?;
-    let catalogue = service::create(
-        store,
-        Some(vault),
-        &ctx,
-        tenant,
-        "ERP — catalogue and stock",
-        "custom_api",
-        &service::FieldsInput {
+            settings: Some(serde_json::json!({"api_url": self.erp.sandbox.custom_api_url()})),
+            credentials: Some(serde_json::json!({"api_key": self.erp.orders_key})),
+        };
+        self.create("ERP — orders, invoices, customers", "custom_api", &fields)
+            .await
+    }
+
+    async fn create_catalogue_integration(&self) -> anyhow::Result<Integration> {
+        let fields = service::FieldsInput {
             direction: Some("bidirectional".into()),
             frequency: Some("hourly".into()),
             entities: Some(vec!["products".into(), "inventory".into()]),
             settings: Some(
-                serde_json::json!({"api_url": sandbox.custom_api_url(), "concurrency": 4}),
+                serde_json::json!({"api_url": self.erp.sandbox.custom_api_url(), "concurrency": 4}),
             ),
-            credentials: Some(serde_json::json!({"api_key": catalogue_key})),
-        },
-    )
-    .await?;
-    let xero_integration = service::create(
-        store,
-        Some(vault),
-        &ctx,
-        tenant,
-        "Xero — contacts, items, quotes",
-        "xero",
-        &service::FieldsInput {
+            credentials: Some(serde_json::json!({"api_key": self.erp.catalogue_key})),
+        };
+        self.create("ERP — catalogue and stock", "custom_api", &fields)
+            .await
+    }
+
+    async fn create_xero_integration(&self) -> anyhow::Result<Integration> {
+        let xero_url = self.erp.sandbox.xero_url();
+        let fields = service::FieldsInput {
             direction: Some("export".into()),
             frequency: Some("manual".into()),
             entities: Some(vec!["customers".into(), "products".into(), "orders".into()]),
             settings: Some(serde_json::json!({
-                "tenant_id": xero.0,
-                "api_url": sandbox.xero_url(),
-                "token_url": format!("{}/identity/connect/token", sandbox.xero_url()),
+                "tenant_id": self.erp.xero_tenant,
+                "api_url": xero_url,
+                "token_url": format!("{xero_url}/identity/connect/token"),
                 "rate_limit": {"requests": 60, "per_secs": 6},
             })),
             credentials: Some(serde_json::json!({
                 "client_id": "demo-app",
                 "client_secret": "demo-app-secret",
-                "refresh_token": xero.1,
+                "refresh_token": self.erp.xero_refresh_token,
             })),
-        },
-    )
-    .await?;
-    for integration in [&orders, &catalogue, &xero_integration] {
-        let (_, test) = service::test(store, vault, &ctx, integration.id).await?;
-        match test {
-            Ok(t) => say(&format!(
-                "integration {} \"{}\": connection OK in {} ms",
-                integration.id, integration.name, t.response_time_ms
-            )),
-            Err(e) => anyhow::bail!(
-                "integration {} failed its connection test: {e}",
-                integration.id
-            ),
-        }
-        service::set_status(store, integration.id, IntegrationStatus::Active).await?;
+        };
+        self.create("Xero — contacts, items, quotes", "xero", &fields)
+            .await
     }
-    say(
-        "activated all three: the scheduler picks up the hourly one, the others are synced manually",
-    );
 
-    let (broker, publisher) = crate::worker::connect_publisher(settings).await?;
-    let manual = service::trigger_sync(store, &publisher, orders.id, &[]).await?;
-    let to_xero = service::trigger_sync(store, &publisher, xero_integration.id, &[]).await?;
-    let scheduled = wait_for_scheduled_run(store, catalogue.id).await?;
-    let first = watch(
-        store,
-        &[
-            (orders.name.clone(), manual.id),
-            (catalogue.name.clone(), scheduled.id),
-            (xero_integration.name.clone(), to_xero.id),
-        ],
-    )
-    .await?;
+    async fn create(
+        &self,
+        name: &str,
+        kind: &str,
+        fields: &service::FieldsInput,
+    ) -> anyhow::Result<Integration> {
+        let integration = service::create(
+            self.store,
+            Some(self.vault),
+            &self.ctx,
+            self.tenant,
+            name,
+            kind,
+            fields,
+        )
+        .await?;
+        Ok(integration)
+    }
 
-    // Change a few orders, then sync again: only those go out, the rest is skipped.
-    let changed = sqlx::query(
-        "UPDATE platform.orders SET status = 'shipped' WHERE id IN
-           (SELECT id FROM platform.orders WHERE tenant_id = $1 AND status <> 'shipped' ORDER BY id LIMIT 25)",
-    )
-    .bind(tenant)
-    .execute(store.pool())
-    .await?
-    .rows_affected();
-    say(&format!(
-        "changed {changed} orders on the platform; syncing again"
-    ));
-    let again = service::trigger_sync(store, &publisher, orders.id, &[]).await?;
-    broker.close().await;
-    let second = watch(store, &[(format!("{} (again)", orders.name), again.id)]).await?;
-    Ok(first.into_iter().chain(second).collect())
+    /// Tests each integration's connection and activates it; stops at the first that fails.
+    async fn test_and_activate(&self, integrations: &DemoIntegrations) -> anyhow::Result<()> {
+        for integration in [
+            &integrations.orders,
+            &integrations.catalogue,
+            &integrations.xero,
+        ] {
+            let (_, test) =
+                service::test(self.store, self.vault, &self.ctx, integration.id).await?;
+            match test {
+                Ok(t) => say(&format!(
+                    "integration {} \"{}\": connection OK in {} ms",
+                    integration.id, integration.name, t.response_time_ms
+                )),
+                Err(e) => anyhow::bail!(
+                    "integration {} failed its connection test: {e}",
+                    integration.id
+                ),
+            }
+            service::set_status(self.store, integration.id, IntegrationStatus::Active).await?;
+        }
+        say(
+            "activated all three: the scheduler picks up the hourly one, the others are synced manually",
+        );
+        Ok(())
+    }
+
+    /// Syncs the two manual integrations, waits for the scheduler to start the hourly one,
+    /// and shows all three until they finish.
+    async fn first_syncs(
+        &self,
+        integrations: &DemoIntegrations,
+        publisher: &passerelle_queue::Publisher,
+    ) -> anyhow::Result<Vec<(String, SyncRun)>> {
+        let DemoIntegrations {
+            orders,
+            catalogue,
+            xero,
+        } = integrations;
+        let manual = service::trigger_sync(self.store, publisher, orders.id, &[]).await?;
+        let to_xero = service::trigger_sync(self.store, publisher, xero.id, &[]).await?;
+        let scheduled = wait_for_scheduled_run(self.store, catalogue.id).await?;
+        watch(
+            self.store,
+            &[
+                (orders.name.clone(), manual.id),
+                (catalogue.name.clone(), scheduled.id),
+                (xero.name.clone(), to_xero.id),
+            ],
+        )
+        .await
+    }
 }
 
 async fn wait_for_scheduled_run(store: &Store, integration: i64) -> anyhow::Result<SyncRun> {
@@ -393,6 +475,48 @@ async fn watch(
     }
 }
 
+/// The table of runs, what the ERPs received, and how to explore the demo database.
+fn print_summary(rows: &[(String, SyncRun)], stats: &str, started: Instant, db_url: &str) {
+    println!();
+    print!(
+        "{}",
+        output::table(
+            &[
+                "INTEGRATION",
+                "TRIGGER",
+                "STATUS",
+                "SYNCED",
+                "SKIPPED",
+                "FAILED",
+                "TIME"
+            ],
+            &rows.iter().map(summary_row).collect::<Vec<_>>()
+        )
+    );
+    println!("\nAt the ERP sandbox: {stats}");
+    println!(
+        "Demo finished in {:.1}s. Explore it: PASSERELLE__DATABASE__URL={} passerelle integrations list",
+        started.elapsed().as_secs_f64(),
+        redact_url(db_url)
+    );
+}
+
+fn summary_row((name, run): &(String, SyncRun)) -> Vec<String> {
+    let secs = match (run.started_at, run.finished_at) {
+        (Some(s), Some(f)) => format!("{:.2}s", (f - s).num_milliseconds() as f64 / 1000.0),
+        _ => "-".into(),
+    };
+    vec![
+        name.clone(),
+        run.trigger.to_string(),
+        run.status.to_string(),
+        run.records_synced.to_string(),
+        run.records_skipped.to_string(),
+        run.records_failed.to_string(),
+        secs,
+    ]
+}
+
 fn xero_totals(sandbox: &Sandbox, tenant: &str) -> String {
     let mut out = Vec::new();
     {
@@ -457,26 +581,4 @@ pub(crate) fn sibling_database_url(url: &str, suffix: &str) -> anyhow::Result<St
     };
     parsed.set_path(&format!("/{name}_{suffix}"));
     Ok(parsed.to_string())
-}
-
-pub(crate) async fn drop_database(url: &str) -> anyhow::Result<()> {
-    use sqlx::{ConnectOptions, Connection};
-    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
-    let name = options
-        .get_database()
-        .unwrap_or("passerelle_demo")
-        .to_owned();
-    let mut admin = options
-        .database("postgres")
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach Postgres at {}", redact_url(url)))?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-        name.replace('"', "\"\"")
-    )))
-    .execute(&mut admin)
-    .await?;
-    admin.close().await?;
-    Ok(())
 }
