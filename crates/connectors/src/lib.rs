@@ -82,6 +82,7 @@ pub(crate) mod mapping;
 pub mod oauth;
 pub mod quickbooks;
 pub mod rate;
+pub mod redact;
 pub mod sap_b1;
 pub mod settings;
 pub mod urls;
