@@ -3,7 +3,7 @@
 
 use crate::erp::*;
 use crate::support::*;
-use passerelle_core::RunStatus;
+use passerelle_core::{RunStatus, TenantId};
 use passerelle_sandbox::dataverse::{DataverseEnvConfig, DataverseLimits, DataverseStats, Fault};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ impl Dv {
 
     /// Makes the tenant's first customer's phone longer than Dataverse holds (50 characters
     /// of telephone1): the connector does not cut a phone number, so Dataverse refuses it.
-    async fn give_one_customer_too_long_a_phone(&self, tenant: i64) {
+    async fn give_one_customer_too_long_a_phone(&self, tenant: TenantId) {
         sqlx::query("UPDATE platform.customers SET phone = repeat('9', 60) WHERE id = (SELECT min(id) FROM platform.customers WHERE tenant_id = $1)")
             .bind(tenant)
             .execute(self.env.db.store.pool())

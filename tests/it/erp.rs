@@ -4,8 +4,8 @@
 //! counted, limits honoured, what an import wrote to the platform).
 
 use crate::support::*;
-use passerelle_core::RunStatus;
 use passerelle_core::vault::{Credentials, KeyRing, Vault};
+use passerelle_core::{IntegrationId, RunStatus, TenantId};
 use passerelle_sandbox::dataverse::DataverseStats;
 use passerelle_sandbox::quickbooks::QuickBooksStats;
 use passerelle_sandbox::sap_b1::SapB1Stats;
@@ -37,11 +37,11 @@ pub trait Erp {
     /// An active integration through the CLI, with `extra` settings over the account's.
     fn integration(
         &self,
-        tenant: i64,
+        tenant: TenantId,
         entities: &str,
         direction: &str,
         extra: serde_json::Value,
-    ) -> i64 {
+    ) -> IntegrationId {
         let mut settings = self.settings();
         if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
             s.extend(e.clone());
@@ -74,14 +74,14 @@ pub trait Erp {
         (products, customers, orders): (i64, i64, i64),
         entities: &str,
         extra: serde_json::Value,
-    ) -> (SeededTenant, i64) {
+    ) -> (SeededTenant, IntegrationId) {
         let seeded = self.seed(products, customers, orders).await;
         let integration = self.integration(seeded.tenant_id, entities, "export", extra);
         (seeded, integration)
     }
 
     /// The error messages of the first records the integration failed.
-    async fn failures(&self, integration: i64) -> Vec<String> {
+    async fn failures(&self, integration: IntegrationId) -> Vec<String> {
         sqlx::query_scalar("SELECT error_message FROM integration_logs WHERE integration_id = $1 AND status = 'failed' ORDER BY id LIMIT 5")
             .bind(integration)
             .fetch_all(self.env().db.store.pool())
@@ -90,14 +90,14 @@ pub trait Erp {
     }
 
     /// Syncs and waits for the run to end, whatever its outcome.
-    async fn sync(&self, integration: i64) -> SyncRun {
+    async fn sync(&self, integration: IntegrationId) -> SyncRun {
         self.env()
             .wait_run(self.env().sync(integration), LONG)
             .await
     }
 
     /// Syncs and asserts the run succeeded; the failures it logged show otherwise.
-    async fn sync_succeeds(&self, integration: i64) -> SyncRun {
+    async fn sync_succeeds(&self, integration: IntegrationId) -> SyncRun {
         let r = self.sync(integration).await;
         assert_eq!(
             r.status,
@@ -111,7 +111,7 @@ pub trait Erp {
     /// Syncs and asserts the run ended `status` with `synced` and `failed` records.
     async fn sync_ends(
         &self,
-        integration: i64,
+        integration: IntegrationId,
         status: RunStatus,
         synced: i32,
         failed: i32,
@@ -128,7 +128,7 @@ pub trait Erp {
 
     /// Runs `integrations test` through the CLI: its JSON answer, after checking that it
     /// succeeded and printed none of `secrets`.
-    fn test_connection(&self, integration: i64, secrets: &[&str]) -> serde_json::Value {
+    fn test_connection(&self, integration: IntegrationId, secrets: &[&str]) -> serde_json::Value {
         let (out, stdout, stderr) = run(self.env().cmd().args([
             "--output",
             "json",
@@ -149,7 +149,7 @@ pub trait Erp {
     }
 
     /// Activates or deactivates the integration through the CLI.
-    fn set_active(&self, integration: i64, active: bool) {
+    fn set_active(&self, integration: IntegrationId, active: bool) {
         let verb = if active { "activate" } else { "deactivate" };
         let (out, _, stderr) =
             run(self
@@ -160,7 +160,7 @@ pub trait Erp {
     }
 
     /// The integration's credentials as stored, opened with the environment's vault key.
-    async fn stored_credentials(&self, integration: i64) -> Credentials {
+    async fn stored_credentials(&self, integration: IntegrationId) -> Credentials {
         let env = self.env();
         let vault =
             Vault::new(KeyRing::from_base64("test1", [("test1", env.vault_key.as_str())]).unwrap());
@@ -193,7 +193,7 @@ pub trait Erp {
 
     /// Gives the tenant's first two customers one company name, which the ERP refuses to
     /// hold twice.
-    async fn name_two_customers_alike(&self, tenant: i64) {
+    async fn name_two_customers_alike(&self, tenant: TenantId) {
         sqlx::query("UPDATE platform.customers SET company_name = 'Same Name SARL' WHERE id IN (SELECT id FROM platform.customers WHERE tenant_id = $1 ORDER BY id LIMIT 2)")
             .bind(tenant)
             .execute(self.env().db.store.pool())
@@ -202,7 +202,7 @@ pub trait Erp {
     }
 
     /// ERP ids the integration's mappings hold, each counted once.
-    async fn mapped(&self, integration: i64) -> i64 {
+    async fn mapped(&self, integration: IntegrationId) -> i64 {
         sqlx::query_scalar(
             "SELECT count(DISTINCT external_id) FROM integration_mappings WHERE integration_id = $1",
         )
@@ -213,7 +213,7 @@ pub trait Erp {
     }
 
     /// The tenant's one stock quantity, as an import wrote it.
-    async fn stock(&self, tenant: i64) -> String {
+    async fn stock(&self, tenant: TenantId) -> String {
         let qty: Decimal =
             sqlx::query_scalar("SELECT quantity FROM platform.inventory WHERE tenant_id = $1")
                 .bind(tenant)
@@ -224,7 +224,7 @@ pub trait Erp {
     }
 
     /// The tenant's customers' e-mail addresses, as an import wrote them.
-    async fn customer_emails(&self, tenant: i64) -> Vec<String> {
+    async fn customer_emails(&self, tenant: TenantId) -> Vec<String> {
         sqlx::query_scalar("SELECT email FROM platform.customers WHERE tenant_id = $1 ORDER BY id")
             .bind(tenant)
             .fetch_all(self.env().db.store.pool())
@@ -233,7 +233,7 @@ pub trait Erp {
     }
 
     /// The tenant's invoices: number and total.
-    async fn invoice_totals(&self, tenant: i64) -> Vec<(String, Decimal)> {
+    async fn invoice_totals(&self, tenant: TenantId) -> Vec<(String, Decimal)> {
         let totals: Vec<(String, Decimal)> = sqlx::query_as(
             "SELECT invoice_number, total_amount FROM platform.invoices WHERE tenant_id = $1",
         )

@@ -3,8 +3,8 @@
 use crate::support::*;
 use chrono::{Duration, TimeZone, Utc};
 use passerelle_core::{
-    IntegrationStatus, IntegrationType, LogAction, LogDirection, LogEntityType, LogStatus,
-    MappingEntityType, SyncFrequency,
+    IntegrationId, IntegrationStatus, IntegrationType, LogAction, LogDirection, LogEntityType,
+    LogStatus, MappingEntityType, SyncFrequency,
 };
 use passerelle_store::{IntegrationPatch, LogFilter, MappingFilter, NewIntegration, NewLog};
 use serde_json::json;
@@ -22,7 +22,7 @@ async fn integration(db: &TestDb, frequency: SyncFrequency) -> passerelle_store:
 
 async fn activate(
     db: &TestDb,
-    id: i64,
+    id: IntegrationId,
     now: chrono::DateTime<Utc>,
 ) -> passerelle_store::Integration {
     let patch = IntegrationPatch {
@@ -689,7 +689,7 @@ async fn an_intent_already_recorded_stays_in_force_and_is_the_only_one_read_back
     let db = TestDb::migrated("intents").await;
     let i = integration(&db, SyncFrequency::Manual).await;
     let s = &db.store;
-    let run: uuid::Uuid = sqlx::query_scalar(
+    let run: passerelle_core::RunId = sqlx::query_scalar(
         "INSERT INTO sync_runs (id, integration_id, tenant_id, trigger) VALUES (gen_random_uuid(), $1, $2, 'manual') RETURNING id",
     )
     .bind(i.id)

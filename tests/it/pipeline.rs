@@ -637,7 +637,7 @@ async fn a_run_whose_publish_failed_is_published_again_by_the_outbox() {
     let seeded = env.db.store.seed_tenant("Acme", 5, 5, 20).await.unwrap();
     let integration = env.integration(seeded.tenant_id, "orders", "export");
     // A manual run committed 5 minutes ago whose publish never happened (the API died).
-    let run_id: uuid::Uuid = sqlx::query_scalar(
+    let run_id: passerelle_core::RunId = sqlx::query_scalar(
         "INSERT INTO sync_runs (id, integration_id, tenant_id, trigger, queued_at)
          VALUES (gen_random_uuid(), $1, $2, 'manual', now() - interval '5 minutes') RETURNING id",
     )
@@ -773,7 +773,7 @@ async fn a_stranded_run_is_failed_so_the_schedule_goes_on() {
     let seeded = env.db.store.seed_tenant("Acme", 2, 2, 2).await.unwrap();
     let integration = env.integration(seeded.tenant_id, "orders", "export");
     // A run whose worker died and whose message was lost: running, lease long expired.
-    let run_id: uuid::Uuid = sqlx::query_scalar(
+    let run_id: passerelle_core::RunId = sqlx::query_scalar(
         "INSERT INTO sync_runs (id, integration_id, tenant_id, trigger, status, started_at, lease_owner, lease_expires_at)
          VALUES (gen_random_uuid(), $1, $2, 'manual', 'running', now() - interval '2 hours', 'dead-worker', now() - interval '1 hour')
          RETURNING id",

@@ -3,7 +3,7 @@
 
 use crate::erp::*;
 use crate::support::*;
-use passerelle_core::RunStatus;
+use passerelle_core::{RunStatus, TenantId};
 use passerelle_sandbox::sap_b1::{Fault, SapB1CompanyConfig, SapB1Stats};
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ impl B1 {
         Self { env }
     }
 
-    async fn count(&self, table: &str, tenant: i64) -> u64 {
+    async fn count(&self, table: &str, tenant: TenantId) -> u64 {
         // The table name comes from this file, never from input.
         let sql = match table {
             "products" => "SELECT count(*) FROM platform.products WHERE tenant_id = $1",

@@ -1,6 +1,7 @@
 //! Test fixtures: a fresh database per test, the binary, tenants and integrations.
 
 use passerelle_core::vault::{KeyRing, Vault, generate_key_base64};
+use passerelle_core::{IntegrationId, RunId, TenantId};
 use passerelle_store::Store;
 use sqlx::Connection as _;
 use std::process::{Command, Output};
@@ -167,7 +168,7 @@ impl TestDb {
     }
 
     /// A tenant row, returning its id.
-    pub async fn tenant(&self, name: &str) -> i64 {
+    pub async fn tenant(&self, name: &str) -> TenantId {
         sqlx::query_scalar("INSERT INTO platform.tenants (name) VALUES ($1) RETURNING id")
             .bind(name)
             .fetch_one(self.store.pool())
@@ -330,7 +331,7 @@ impl Env {
     }
 
     /// Creates an active custom-API integration through the CLI.
-    pub fn integration(&self, tenant: i64, entities: &str, direction: &str) -> i64 {
+    pub fn integration(&self, tenant: TenantId, entities: &str, direction: &str) -> IntegrationId {
         let settings = serde_json::json!({"api_url": self.sandbox.custom_api_url()});
         let credentials = serde_json::json!({"api_key": self.api_key});
         self.create_active(
@@ -348,14 +349,14 @@ impl Env {
     #[allow(clippy::too_many_arguments)]
     pub fn create_active(
         &self,
-        tenant: i64,
+        tenant: TenantId,
         name: &str,
         kind: &str,
         entities: &str,
         direction: &str,
         settings: &serde_json::Value,
         credentials: &serde_json::Value,
-    ) -> i64 {
+    ) -> IntegrationId {
         let (out, stdout, stderr) = run(self.cmd().args([
             "--output",
             "json",
@@ -377,9 +378,11 @@ impl Env {
             &credentials.to_string(),
         ]));
         assert!(out.status.success(), "create failed: {stderr}");
-        let id = serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["id"]
-            .as_i64()
-            .unwrap();
+        let id = IntegrationId(
+            serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["id"]
+                .as_i64()
+                .unwrap(),
+        );
         let (out, _, stderr) = run(self
             .cmd()
             .args(["integrations", "activate", &id.to_string()]));
@@ -388,7 +391,7 @@ impl Env {
     }
 
     /// Enqueues a manual sync through the CLI and returns the run id.
-    pub fn sync(&self, integration: i64) -> uuid::Uuid {
+    pub fn sync(&self, integration: IntegrationId) -> RunId {
         let (out, stdout, stderr) =
             run(self
                 .cmd()
@@ -401,7 +404,7 @@ impl Env {
             .unwrap()
     }
 
-    pub async fn wait_run(&self, run: uuid::Uuid, timeout: Duration) -> passerelle_store::SyncRun {
+    pub async fn wait_run(&self, run: RunId, timeout: Duration) -> passerelle_store::SyncRun {
         let start = std::time::Instant::now();
         loop {
             let r = self.db.store.run(run).await.unwrap().unwrap();
@@ -420,7 +423,7 @@ impl Env {
     /// Waits until `f` holds of the run.
     pub async fn wait_until(
         &self,
-        run: uuid::Uuid,
+        run: RunId,
         timeout: Duration,
         f: impl Fn(&passerelle_store::SyncRun) -> bool,
     ) {

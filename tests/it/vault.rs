@@ -191,7 +191,7 @@ async fn rotated_credentials_are_stored_only_under_a_live_lease() {
     let (vault, _) = vault_with("k1");
     let row = seed_integrations(&db, &vault, 1).await.remove(0);
     let pool = db.store.pool();
-    let run_id: uuid::Uuid = sqlx::query_scalar(
+    let run_id: passerelle_core::RunId = sqlx::query_scalar(
         "INSERT INTO sync_runs (id, integration_id, tenant_id, trigger) VALUES (gen_random_uuid(), $1, $2, 'manual') RETURNING id",
     )
     .bind(row.id).bind(row.tenant_id).fetch_one(pool).await.unwrap();

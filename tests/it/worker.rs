@@ -15,8 +15,8 @@ use passerelle_core::job::{SyncJob, TraceParent};
 use passerelle_core::platform::{ImportedRecord, PlatformRecord};
 use passerelle_core::vault::{Credentials, Vault};
 use passerelle_core::{
-    Entity, IntegrationStatus, IntegrationType, LogStatus, MappingEntityType, RunStatus,
-    RunTrigger, SyncDirection,
+    Entity, IntegrationId, IntegrationStatus, IntegrationType, LogStatus, MappingEntityType,
+    RunStatus, RunTrigger, SyncDirection, TenantId,
 };
 use passerelle_store::{Integration, IntegrationPatch, LogFilter, NewIntegration, Store};
 use std::sync::{Arc, Mutex};
@@ -186,7 +186,7 @@ impl ConnectorFactory for Factory {
 struct Harness {
     db: TestDb,
     vault: Vault,
-    tenant: i64,
+    tenant: TenantId,
     integration: Integration,
     prefix: String,
 }
@@ -326,7 +326,7 @@ impl Drop for Harness {
     }
 }
 
-async fn activate(store: &Store, id: i64) -> Integration {
+async fn activate(store: &Store, id: IntegrationId) -> Integration {
     let patch = IntegrationPatch {
         status: Some(IntegrationStatus::Active),
         ..Default::default()

@@ -6,8 +6,8 @@
 //! not parse is never retried; the worker dead-letters it with the reason from [`JobParseError`].
 
 use crate::domain::{Entity, LogDirection, RunTrigger};
+use crate::ids::{IntegrationId, RunId, TenantId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
@@ -21,9 +21,9 @@ pub enum JobMessage {
 #[serde(deny_unknown_fields)]
 pub struct SyncJob {
     /// The `sync_runs` row this job executes; the worker's source of truth.
-    pub run_id: Uuid,
-    pub integration_id: i64,
-    pub tenant_id: i64,
+    pub run_id: RunId,
+    pub integration_id: IntegrationId,
+    pub tenant_id: TenantId,
     pub trigger: RunTrigger,
     /// Entities to sync; empty means every entity enabled on the integration.
     #[serde(default)]
@@ -73,7 +73,7 @@ impl JobMessage {
             },
         })?;
         let JobMessage::SyncV1(job) = &message;
-        if job.integration_id <= 0 || job.tenant_id <= 0 {
+        if job.integration_id.0 <= 0 || job.tenant_id.0 <= 0 {
             return Err(JobParseError {
                 reason: "integration_id and tenant_id must be positive".into(),
             });
@@ -86,7 +86,7 @@ impl JobMessage {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    pub fn run_id(&self) -> Uuid {
+    pub fn run_id(&self) -> RunId {
         match self {
             JobMessage::SyncV1(job) => job.run_id,
         }
@@ -151,12 +151,13 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn job() -> JobMessage {
         JobMessage::SyncV1(SyncJob {
-            run_id: Uuid::nil(),
-            integration_id: 3,
-            tenant_id: 1,
+            run_id: RunId(Uuid::nil()),
+            integration_id: IntegrationId(3),
+            tenant_id: TenantId(1),
             trigger: RunTrigger::Manual,
             entities: vec![Entity::Order],
             attempt: 0,
@@ -171,6 +172,17 @@ mod tests {
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains("\"type\":\"sync.v1\""), "{text}");
         assert_eq!(JobMessage::parse(&bytes).unwrap(), job());
+    }
+
+    /// Workers of the previous release read these bytes during a rolling deploy: the id
+    /// newtypes must leave them as they were with plain integers and a UUID.
+    #[test]
+    fn a_job_serializes_exactly_as_before_the_id_types() {
+        let text = String::from_utf8(job().to_bytes()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"sync.v1","run_id":"00000000-0000-0000-0000-000000000000","integration_id":3,"tenant_id":1,"trigger":"manual","entities":["order"],"attempt":0,"continuation":null}"#
+        );
     }
 
     #[test]

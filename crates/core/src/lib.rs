@@ -17,4 +17,4 @@ pub mod vault;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::*;
-pub use ids::{InternalId, InternalIdError};
+pub use ids::{IdParseError, IntegrationId, InternalId, InternalIdError, RunId, TenantId};

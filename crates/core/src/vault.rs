@@ -8,6 +8,7 @@
 //!
 //! The vault never prints a key or a plaintext: errors name the key id and the integration only.
 
+use crate::ids::{IntegrationId, TenantId};
 use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine as _;
@@ -22,8 +23,8 @@ pub const SEALED_VERSION: u8 = 1;
 /// Whose credentials a ciphertext holds; becomes the associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CredentialOwner {
-    pub integration_id: i64,
-    pub tenant_id: i64,
+    pub integration_id: IntegrationId,
+    pub tenant_id: TenantId,
 }
 
 /// Decrypted credentials: a JSON object whose values never reach `Debug` output.
@@ -118,7 +119,10 @@ pub enum VaultError {
     #[error(
         "credentials of integration {integration_id} failed authentication under key `{key_id}`: the ciphertext was altered, copied from another integration, or the key material for `{key_id}` is wrong"
     )]
-    Tampered { integration_id: i64, key_id: String },
+    Tampered {
+        integration_id: IntegrationId,
+        key_id: String,
+    },
     #[error(
         "sealed credentials have envelope version {found}; this build reads version {SEALED_VERSION}"
     )]
@@ -373,8 +377,8 @@ mod tests {
     }
 
     const OWNER: CredentialOwner = CredentialOwner {
-        integration_id: 42,
-        tenant_id: 7,
+        integration_id: IntegrationId(42),
+        tenant_id: TenantId(7),
     };
 
     #[test]
@@ -424,7 +428,7 @@ mod tests {
             matches!(
                 err,
                 VaultError::Tampered {
-                    integration_id: 42,
+                    integration_id: IntegrationId(42),
                     ..
                 }
             ),
@@ -438,12 +442,12 @@ mod tests {
         let vault = Vault::new(ring);
         let sealed = vault.seal(OWNER, &creds()).unwrap();
         let other_row = CredentialOwner {
-            integration_id: 43,
-            tenant_id: 7,
+            integration_id: IntegrationId(43),
+            tenant_id: TenantId(7),
         };
         let other_tenant = CredentialOwner {
-            integration_id: 42,
-            tenant_id: 8,
+            integration_id: IntegrationId(42),
+            tenant_id: TenantId(8),
         };
         assert!(matches!(
             vault.open(other_row, &sealed),

@@ -1,6 +1,7 @@
 //! Command-line surface. Every command that prints data accepts `--output json`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use passerelle_core::{IntegrationId, TenantId};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -112,26 +113,26 @@ pub enum IntegrationsCommand {
     /// List integrations (not deleted).
     List {
         #[arg(long)]
-        tenant: Option<i64>,
+        tenant: Option<TenantId>,
     },
     /// Show one integration with its recent runs.
-    Show { id: i64 },
+    Show { id: IntegrationId },
     /// Change an integration; only the options given are changed.
     Update(UpdateArgs),
     /// Soft-delete an integration: logs and mappings stay for audit, syncing stops.
-    Delete { id: i64 },
+    Delete { id: IntegrationId },
     /// Test the connection (the legacy app's test button): success sets `testing`, failure `error`.
-    Test { id: i64 },
+    Test { id: IntegrationId },
     /// Activate: scheduled integrations become due at once.
-    Activate { id: i64 },
+    Activate { id: IntegrationId },
     /// Deactivate: no more scheduled syncs.
-    Deactivate { id: i64 },
+    Deactivate { id: IntegrationId },
 }
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     #[arg(long)]
-    pub tenant: i64,
+    pub tenant: TenantId,
     #[arg(long)]
     pub name: String,
     /// sap_b1, dynamics_365, sage, quickbooks, odoo, xero, netsuite or custom_api.
@@ -143,7 +144,7 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
-    pub id: i64,
+    pub id: IntegrationId,
     #[arg(long)]
     pub name: Option<String>,
     #[command(flatten)]
@@ -171,7 +172,7 @@ pub struct IntegrationFields {
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    pub integration: i64,
+    pub integration: IntegrationId,
     /// Limit the run to these entities (repeatable); default: every enabled entity.
     #[arg(long = "entity")]
     pub entities: Vec<String>,

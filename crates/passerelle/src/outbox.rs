@@ -2,6 +2,7 @@
 //! run stamped `published_at`. A run left unstamped (the publish failed, the broker was away)
 //! is published again by the scheduler's outbox pass, so none is lost between the two.
 
+use passerelle_core::RunId;
 use passerelle_core::job::{SyncJob, TraceParent};
 use passerelle_queue::{Lane, NewJob, Publisher};
 use passerelle_store::{Store, SyncRun};
@@ -39,7 +40,7 @@ pub async fn publish_runs(
     }
     let jobs: Vec<NewJob> = runs.iter().map(first_job).collect();
     publisher.enqueue(lane, &jobs).await?;
-    let ids: Vec<uuid::Uuid> = runs.iter().map(|r| r.id).collect();
+    let ids: Vec<RunId> = runs.iter().map(|r| r.id).collect();
     store.mark_published(&ids).await?;
     Ok(())
 }

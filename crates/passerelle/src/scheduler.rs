@@ -9,6 +9,7 @@
 //! stops the scheduler, with an error.
 
 use crate::app;
+use passerelle_core::RunId;
 use passerelle_core::config::Settings;
 use passerelle_core::job::TraceParent;
 use passerelle_queue::{Lane, Publisher, QueueError};
@@ -126,7 +127,7 @@ pub async fn tick(
     let older_than = settings.scheduler.republish_after();
     let stale = store.claim_unpublished_runs(older_than, batch).await?;
     if !stale.is_empty() {
-        let ids: Vec<uuid::Uuid> = stale.iter().map(|r| r.id).collect();
+        let ids: Vec<RunId> = stale.iter().map(|r| r.id).collect();
         let mut failed = false;
         for lane in [Lane::Manual, Lane::Scheduled] {
             let of_lane: Vec<_> = stale
@@ -155,7 +156,7 @@ pub async fn tick(
         )
         .await?;
     for run in &reaped {
-        warn!(run_id = %run.id, integration_id = run.integration_id, error = run.error.as_deref().unwrap_or(""), "stranded run failed");
+        warn!(run_id = %run.id, integration_id = run.integration_id.0, error = run.error.as_deref().unwrap_or(""), "stranded run failed");
     }
     tick.abandoned = reaped.len();
     Ok(tick)

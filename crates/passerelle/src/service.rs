@@ -4,7 +4,10 @@
 use passerelle_connectors::{ConnectionTest, ConnectorContext, ConnectorError, Disposition};
 use passerelle_core::job::TraceParent;
 use passerelle_core::vault::{Credentials, Vault};
-use passerelle_core::{Entity, IntegrationStatus, IntegrationType, SyncDirection, SyncFrequency};
+use passerelle_core::{
+    Entity, IntegrationId, IntegrationStatus, IntegrationType, SyncDirection, SyncFrequency,
+    TenantId,
+};
 use passerelle_queue::{Lane, Publisher};
 use passerelle_store::{Integration, IntegrationPatch, NewIntegration, Store, StoreError, SyncRun};
 
@@ -94,7 +97,7 @@ pub async fn create(
     store: &Store,
     vault: Option<&Vault>,
     ctx: &ConnectorContext,
-    tenant_id: i64,
+    tenant_id: TenantId,
     name: &str,
     integration_type: &str,
     fields: &FieldsInput,
@@ -132,7 +135,7 @@ pub async fn update(
     store: &Store,
     vault: Option<&Vault>,
     ctx: &ConnectorContext,
-    id: i64,
+    id: IntegrationId,
     name: Option<String>,
     fields: &FieldsInput,
 ) -> Result<Integration, ServiceError> {
@@ -167,7 +170,7 @@ pub async fn update(
 
 pub async fn set_status(
     store: &Store,
-    id: i64,
+    id: IntegrationId,
     status: IntegrationStatus,
 ) -> Result<Integration, ServiceError> {
     let patch = IntegrationPatch {
@@ -184,7 +187,7 @@ pub async fn test(
     store: &Store,
     vault: &Vault,
     ctx: &ConnectorContext,
-    id: i64,
+    id: IntegrationId,
 ) -> Result<(Integration, Result<ConnectionTest, String>), ServiceError> {
     let integration = store.integration(id).await?;
     // The error, and whether it is the integration's fault rather than a passing one (a
@@ -268,7 +271,7 @@ impl passerelle_connectors::CredentialStore for UnleasedCredentialStore {
 pub async fn trigger_sync(
     store: &Store,
     publisher: &Publisher,
-    id: i64,
+    id: IntegrationId,
     entities: &[String],
 ) -> Result<SyncRun, ServiceError> {
     let integration = store.integration(id).await?;

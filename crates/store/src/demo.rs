@@ -4,12 +4,13 @@
 //! so thousands of rows take well under a second.
 
 use crate::{Store, StoreError};
+use passerelle_core::TenantId;
 use sqlx::PgConnection;
 
 /// What [`Store::seed_tenant`] created.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct SeededTenant {
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     pub products: i64,
     pub customers: i64,
     pub orders: i64,
@@ -50,7 +51,7 @@ impl Store {
     /// customer: a single change for the next export to pick up.
     pub async fn add_single_line_order(
         &self,
-        tenant: i64,
+        tenant: TenantId,
         order_number: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
@@ -68,7 +69,7 @@ impl Store {
 
     /// Marks up to `limit` of the tenant's orders that are not yet shipped (lowest ids first)
     /// as shipped, so the next export has changes to send. Returns how many changed.
-    pub async fn ship_orders(&self, tenant: i64, limit: i64) -> Result<u64, StoreError> {
+    pub async fn ship_orders(&self, tenant: TenantId, limit: i64) -> Result<u64, StoreError> {
         let changed = sqlx::query(
             "UPDATE platform.orders SET status = 'shipped' WHERE id IN
                (SELECT id FROM platform.orders WHERE tenant_id = $1 AND status <> 'shipped' ORDER BY id LIMIT $2)",
@@ -83,7 +84,11 @@ impl Store {
 
     /// Creates `count` active hourly custom-API integrations for the tenant, all due a minute
     /// ago and with empty settings: load for the scheduler alone (no worker could sync them).
-    pub async fn add_due_integrations(&self, tenant: i64, count: i64) -> Result<(), StoreError> {
+    pub async fn add_due_integrations(
+        &self,
+        tenant: TenantId,
+        count: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO integrations (tenant_id, name, type, status, sync_frequency, next_sync_at, settings)
              SELECT $1, 'due ' || g, 'custom_api', 'active', 'hourly', now() - interval '1 minute', '{}'::jsonb
@@ -106,7 +111,7 @@ impl Store {
     }
 }
 
-async fn insert_tenant(tx: &mut PgConnection, name: &str) -> Result<i64, StoreError> {
+async fn insert_tenant(tx: &mut PgConnection, name: &str) -> Result<TenantId, StoreError> {
     Ok(
         sqlx::query_scalar("INSERT INTO platform.tenants (name) VALUES ($1) RETURNING id")
             .bind(name)
@@ -118,7 +123,7 @@ async fn insert_tenant(tx: &mut PgConnection, name: &str) -> Result<i64, StoreEr
 /// `SKU-00001` … with varied names and prices.
 async fn insert_products(
     tx: &mut PgConnection,
-    tenant: i64,
+    tenant: TenantId,
     products: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
@@ -137,7 +142,7 @@ async fn insert_products(
 
 async fn insert_customers(
     tx: &mut PgConnection,
-    tenant: i64,
+    tenant: TenantId,
     customers: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
@@ -157,7 +162,7 @@ async fn insert_customers(
 /// Orders spread over the tenant's customers, without lines yet (and so without totals).
 async fn insert_orders(
     tx: &mut PgConnection,
-    tenant: i64,
+    tenant: TenantId,
     customers: i64,
     orders: i64,
 ) -> Result<(), StoreError> {
@@ -179,7 +184,7 @@ async fn insert_orders(
 /// Two to four lines per order, at the product's price.
 async fn insert_order_lines(
     tx: &mut PgConnection,
-    tenant: i64,
+    tenant: TenantId,
     products: i64,
 ) -> Result<(), StoreError> {
     // The line trigger touches the order once per line; disabling it for the bulk insert
@@ -205,7 +210,7 @@ async fn insert_order_lines(
     Ok(())
 }
 
-async fn set_order_totals(tx: &mut PgConnection, tenant: i64) -> Result<(), StoreError> {
+async fn set_order_totals(tx: &mut PgConnection, tenant: TenantId) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE platform.orders o SET total_amount = s.total
            FROM (SELECT order_id, sum(quantity * unit_price) AS total FROM platform.order_items GROUP BY order_id) s
@@ -218,7 +223,10 @@ async fn set_order_totals(tx: &mut PgConnection, tenant: i64) -> Result<(), Stor
 }
 
 /// Returns how many invoices it created.
-async fn invoice_every_tenth_order(tx: &mut PgConnection, tenant: i64) -> Result<u64, StoreError> {
+async fn invoice_every_tenth_order(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+) -> Result<u64, StoreError> {
     Ok(sqlx::query(
         "INSERT INTO platform.invoices (tenant_id, order_id, customer_id, invoice_number, status, currency,
                 total_amount, issued_at, due_at)
@@ -233,7 +241,7 @@ async fn invoice_every_tenth_order(tx: &mut PgConnection, tenant: i64) -> Result
 }
 
 /// One stock figure per product, in warehouse `MAIN`.
-async fn insert_stock(tx: &mut PgConnection, tenant: i64) -> Result<(), StoreError> {
+async fn insert_stock(tx: &mut PgConnection, tenant: TenantId) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO platform.inventory (tenant_id, product_id, warehouse_code, quantity)
          SELECT tenant_id, id, 'MAIN', (id * 17) % 500 FROM platform.products WHERE tenant_id = $1",

@@ -4,6 +4,7 @@
 
 use crate::StoreError;
 use crate::sync::ChunkTx;
+use passerelle_core::TenantId;
 use passerelle_core::platform::{ImportedData, ImportedRecord};
 use passerelle_core::{Entity, InternalId};
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ impl ChunkTx<'_> {
     /// cannot overwrite newer data.
     pub async fn apply_imports(
         &mut self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         entity: Entity,
         records: &[ImportedRecord],
         known: &HashMap<String, (String, Option<serde_json::Value>)>,
@@ -57,7 +58,7 @@ impl ChunkTx<'_> {
 /// Upserts a page's records, each kind in one statement, and says where each landed.
 async fn upsert_page(
     tx: &mut sqlx::PgConnection,
-    tenant_id: i64,
+    tenant_id: TenantId,
     upserts: &[(usize, &ImportedData)],
 ) -> Result<Vec<(usize, Applied)>, StoreError> {
     let mut products = Vec::new();
@@ -91,7 +92,7 @@ fn first_of_each<'a, K: std::hash::Hash + Eq + Clone>(
 
 async fn upsert_products(
     tx: &mut sqlx::PgConnection,
-    tenant_id: i64,
+    tenant_id: TenantId,
     items: &[(usize, &ImportedData)],
 ) -> Result<Vec<(usize, Applied)>, StoreError> {
     if items.is_empty() {
@@ -184,7 +185,7 @@ type Applied = Result<Option<String>, String>;
 /// is parsed first: a malformed one is refused with the reason, never applied to no row.
 async fn apply_tombstone(
     tx: &mut sqlx::PgConnection,
-    tenant_id: i64,
+    tenant_id: TenantId,
     entity: Entity,
     internal: &str,
 ) -> Result<Applied, StoreError> {
@@ -231,7 +232,7 @@ async fn apply_tombstone(
 
 async fn upsert_customers(
     tx: &mut sqlx::PgConnection,
-    tenant_id: i64,
+    tenant_id: TenantId,
     items: &[(usize, &ImportedData)],
 ) -> Result<Vec<(usize, Applied)>, StoreError> {
     let email_of = |d: &ImportedData| match d {
@@ -304,7 +305,7 @@ async fn upsert_customers(
 
 async fn upsert_stock(
     tx: &mut sqlx::PgConnection,
-    tenant_id: i64,
+    tenant_id: TenantId,
     items: &[(usize, &ImportedData)],
 ) -> Result<Vec<(usize, Applied)>, StoreError> {
     if items.is_empty() {

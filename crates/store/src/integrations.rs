@@ -6,13 +6,14 @@ use chrono::{DateTime, Utc};
 use passerelle_core::schedule::next_sync_after;
 use passerelle_core::vault::{CredentialOwner, Credentials, SealedCredentials, Vault};
 use passerelle_core::{Entity, IntegrationStatus, IntegrationType, SyncDirection, SyncFrequency};
+use passerelle_core::{IntegrationId, TenantId};
 use serde::Serialize;
 
 /// One row of `integrations`. `credentials` stays sealed; open it with [`Integration::open_credentials`].
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct Integration {
-    pub id: i64,
-    pub tenant_id: i64,
+    pub id: IntegrationId,
+    pub tenant_id: TenantId,
     pub name: String,
     #[sqlx(rename = "type")]
     #[serde(rename = "type")]
@@ -103,7 +104,7 @@ impl Integration {
 /// What an admin supplies to create an integration. Defaults follow the legacy app.
 #[derive(Debug, Clone)]
 pub struct NewIntegration {
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     pub name: String,
     pub integration_type: IntegrationType,
     pub credentials: Option<Credentials>,
@@ -119,7 +120,11 @@ pub struct NewIntegration {
 
 impl NewIntegration {
     /// The legacy app's defaults: export, orders and invoices, manual.
-    pub fn new(tenant_id: i64, name: impl Into<String>, integration_type: IntegrationType) -> Self {
+    pub fn new(
+        tenant_id: TenantId,
+        name: impl Into<String>,
+        integration_type: IntegrationType,
+    ) -> Self {
         Self {
             tenant_id,
             name: name.into(),
@@ -189,7 +194,7 @@ impl Store {
         check_name(&new.name)?;
         check_settings(&new.settings)?;
         // The id is part of the associated data, so take it before sealing.
-        let id: i64 =
+        let id: IntegrationId =
             sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('integrations', 'id'))")
                 .fetch_one(&self.pool)
                 .await?;
@@ -224,7 +229,7 @@ impl Store {
 
     /// An integration by id, including soft-deleted ones.
     /// Whether the platform has this tenant.
-    pub async fn tenant_exists(&self, tenant_id: i64) -> Result<bool, StoreError> {
+    pub async fn tenant_exists(&self, tenant_id: TenantId) -> Result<bool, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM platform.tenants WHERE id = $1)")
                 .bind(tenant_id)
@@ -234,7 +239,7 @@ impl Store {
     }
 
     /// Records why the integration's last check (a connection test) failed.
-    pub async fn set_last_error(&self, id: i64, message: &str) -> Result<(), StoreError> {
+    pub async fn set_last_error(&self, id: IntegrationId, message: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE integrations SET last_error = $2 WHERE id = $1")
             .bind(id)
             .bind(message)
@@ -243,7 +248,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn integration(&self, id: i64) -> Result<Integration, StoreError> {
+    pub async fn integration(&self, id: IntegrationId) -> Result<Integration, StoreError> {
         sqlx::query_as::<_, Integration>("SELECT * FROM integrations WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -254,7 +259,7 @@ impl Store {
     /// Scopes `forTenant`, `byType` and `active`, excluding soft-deleted rows.
     pub async fn list_integrations(
         &self,
-        tenant_id: Option<i64>,
+        tenant_id: Option<TenantId>,
         integration_type: Option<IntegrationType>,
         status: Option<IntegrationStatus>,
     ) -> Result<Vec<Integration>, StoreError> {
@@ -296,7 +301,7 @@ impl Store {
     pub async fn update_integration(
         &self,
         vault: Option<&Vault>,
-        id: i64,
+        id: IntegrationId,
         patch: IntegrationPatch,
         now: DateTime<Utc>,
     ) -> Result<Integration, StoreError> {
@@ -372,7 +377,7 @@ impl Store {
     /// Soft delete: the row, its logs and its mappings stay for audit; the scheduler stops.
     pub async fn soft_delete_integration(
         &self,
-        id: i64,
+        id: IntegrationId,
         now: DateTime<Utc>,
     ) -> Result<Integration, StoreError> {
         sqlx::query_as::<_, Integration>(
@@ -392,7 +397,7 @@ impl Store {
     /// have failed. One statement, so concurrent calls never lose a count.
     pub async fn record_sync(
         &self,
-        id: i64,
+        id: IntegrationId,
         success: bool,
         error: Option<&str>,
         now: DateTime<Utc>,
@@ -410,7 +415,7 @@ impl Store {
     /// schedules do not drift.
     pub async fn update_next_sync(
         &self,
-        id: i64,
+        id: IntegrationId,
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -498,8 +503,8 @@ impl Store {
 
 fn seal(
     vault: Option<&Vault>,
-    integration_id: i64,
-    tenant_id: i64,
+    integration_id: IntegrationId,
+    tenant_id: TenantId,
     credentials: Option<&Credentials>,
 ) -> Result<Option<serde_json::Value>, StoreError> {
     let Some(credentials) = credentials else {
@@ -526,7 +531,7 @@ fn seal(
 /// whether this call crossed the consecutive-failure threshold.
 pub(crate) async fn record_sync_in<'e>(
     executor: impl sqlx::PgExecutor<'e>,
-    id: i64,
+    id: IntegrationId,
     success: bool,
     error: Option<&str>,
     now: DateTime<Utc>,

@@ -18,6 +18,7 @@ pub mod runs;
 pub mod statistics;
 pub mod sync;
 
+use passerelle_core::IntegrationId;
 use passerelle_core::vault::VaultError;
 use passerelle_core::{Clock, SystemClock};
 use sqlx::PgPool;
@@ -46,10 +47,10 @@ pub enum StoreError {
     #[error("migration failed: {0}")]
     Migration(String),
     #[error("integration {id} not found")]
-    IntegrationNotFound { id: i64 },
+    IntegrationNotFound { id: IntegrationId },
     #[error("integration {integration_id}: {source}")]
     Vault {
-        integration_id: i64,
+        integration_id: IntegrationId,
         #[source]
         source: VaultError,
     },
@@ -59,7 +60,7 @@ pub enum StoreError {
         "the saved {direction} cursor of integration {integration_id} for {entity} cannot be read ({reason}); the step stops rather than restart the whole pass. Inspect it with `SELECT cursor FROM sync_cursors WHERE integration_id = {integration_id} AND entity = '{entity}' AND direction = '{direction}'`; deleting that row restarts the pass from the beginning"
     )]
     CorruptCursor {
-        integration_id: i64,
+        integration_id: IntegrationId,
         entity: passerelle_core::Entity,
         direction: passerelle_core::LogDirection,
         reason: String,
@@ -67,7 +68,7 @@ pub enum StoreError {
     #[error(
         "the lease on integration {integration_id} was lost (it expired and another worker took the run over); this worker stopped without committing"
     )]
-    LeaseLost { integration_id: i64 },
+    LeaseLost { integration_id: IntegrationId },
 }
 
 /// A pool of connections to the Passerelle database.

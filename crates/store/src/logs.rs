@@ -2,14 +2,15 @@
 
 use crate::{Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
+use passerelle_core::{IntegrationId, TenantId};
 use passerelle_core::{LogAction, LogDirection, LogEntityType, LogStatus};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
 pub struct IntegrationLog {
     pub id: i64,
-    pub integration_id: i64,
-    pub tenant_id: i64,
+    pub integration_id: IntegrationId,
+    pub tenant_id: TenantId,
     pub entity_type: Option<LogEntityType>,
     pub entity_id: Option<String>,
     pub external_id: Option<String>,
@@ -34,8 +35,8 @@ impl IntegrationLog {
 /// A log row to write. Request and response bodies must already be redacted by the caller.
 #[derive(Debug, Clone)]
 pub struct NewLog {
-    pub integration_id: i64,
-    pub tenant_id: i64,
+    pub integration_id: IntegrationId,
+    pub tenant_id: TenantId,
     pub entity_type: LogEntityType,
     pub entity_id: Option<String>,
     pub external_id: Option<String>,
@@ -51,8 +52,8 @@ pub struct NewLog {
 /// Log scopes; every field narrows the result. Newest first.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
-    pub integration_id: Option<i64>,
-    pub tenant_id: Option<i64>,
+    pub integration_id: Option<IntegrationId>,
+    pub tenant_id: Option<TenantId>,
     pub entity_type: Option<LogEntityType>,
     /// `successful()` is `Some(Success)`, `failed()` is `Some(Failed)`.
     pub status: Option<LogStatus>,
@@ -76,8 +77,8 @@ impl Store {
         // and no limit on rows, where a VALUES list would need 14 parameters per row and
         // stop at Postgres' 65,535.
         let column = |f: fn(&NewLog) -> Option<&str>| logs.iter().map(f).collect::<Vec<_>>();
-        let integration: Vec<i64> = logs.iter().map(|l| l.integration_id).collect();
-        let tenant: Vec<i64> = logs.iter().map(|l| l.tenant_id).collect();
+        let integration: Vec<IntegrationId> = logs.iter().map(|l| l.integration_id).collect();
+        let tenant: Vec<TenantId> = logs.iter().map(|l| l.tenant_id).collect();
         let request: Vec<Option<&serde_json::Value>> =
             logs.iter().map(|l| l.request_data.as_ref()).collect();
         let response: Vec<Option<&serde_json::Value>> =

@@ -4,13 +4,14 @@
 use crate::{Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use passerelle_core::MappingEntityType;
+use passerelle_core::{IntegrationId, TenantId};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
 pub struct Mapping {
     pub id: i64,
-    pub integration_id: i64,
-    pub tenant_id: i64,
+    pub integration_id: IntegrationId,
+    pub tenant_id: TenantId,
     pub entity_type: MappingEntityType,
     pub internal_id: String,
     pub external_id: String,
@@ -31,8 +32,8 @@ impl Mapping {
 /// Mapping scopes; every field narrows the result.
 #[derive(Debug, Clone, Default)]
 pub struct MappingFilter {
-    pub integration_id: Option<i64>,
-    pub tenant_id: Option<i64>,
+    pub integration_id: Option<IntegrationId>,
+    pub tenant_id: Option<TenantId>,
     pub entity_type: Option<MappingEntityType>,
     /// Scope `recentlySynced(hours)`.
     pub synced_within_hours: Option<i64>,
@@ -51,8 +52,8 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub async fn map_ids(
         &self,
-        integration_id: i64,
-        tenant_id: i64,
+        integration_id: IntegrationId,
+        tenant_id: TenantId,
         entity_type: MappingEntityType,
         internal_id: &str,
         external_id: &str,
@@ -132,7 +133,7 @@ impl Store {
     /// The legacy app's `getExternalId`.
     pub async fn external_id(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         entity_type: MappingEntityType,
         internal_id: &str,
     ) -> Result<Option<String>, StoreError> {
@@ -150,7 +151,7 @@ impl Store {
     /// The legacy app's `getInternalId`.
     pub async fn internal_id(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         entity_type: MappingEntityType,
         external_id: &str,
     ) -> Result<Option<String>, StoreError> {

@@ -8,6 +8,7 @@
 
 use crate::{Store, StoreError};
 use passerelle_core::vault::{CredentialOwner, SealedCredentials, Vault};
+use passerelle_core::{IntegrationId, TenantId};
 
 /// What one rotation pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -21,7 +22,7 @@ pub struct RotationReport {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RotationFailure {
-    pub integration_id: i64,
+    pub integration_id: IntegrationId,
     pub error: String,
 }
 
@@ -45,14 +46,14 @@ pub async fn rotate_credentials(
     let total = count_stale(store, &active).await?;
     let mut report = RotationReport::default();
     // Rows are visited in id order; failures are skipped past rather than retried forever.
-    let mut after_id = 0_i64;
+    let mut after_id = IntegrationId(0);
     let mut batches = 0_usize;
     loop {
         if max_batches.is_some_and(|max| batches >= max) {
             break;
         }
         let mut tx = store.pool().begin().await?;
-        let rows: Vec<(i64, i64, serde_json::Value)> = sqlx::query_as(
+        let rows: Vec<(IntegrationId, TenantId, serde_json::Value)> = sqlx::query_as(
             "SELECT id, tenant_id, credentials FROM integrations
               WHERE credentials IS NOT NULL AND id > $1
                 AND (credentials ->> 'kid' IS DISTINCT FROM $2 OR credentials ->> 'v' IS DISTINCT FROM '1')

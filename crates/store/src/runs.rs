@@ -8,15 +8,16 @@ use crate::{Integration, Store, StoreError};
 use chrono::{DateTime, Utc};
 use passerelle_core::schedule::next_sync_after;
 use passerelle_core::{Entity, RunStatus, RunTrigger, SyncFrequency};
+use passerelle_core::{IntegrationId, RunId, TenantId};
 use serde::Serialize;
 use std::time::Duration;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct SyncRun {
-    pub id: Uuid,
-    pub integration_id: i64,
-    pub tenant_id: i64,
+    pub id: RunId,
+    pub integration_id: IntegrationId,
+    pub tenant_id: TenantId,
     pub trigger: RunTrigger,
     pub entity_scope: Vec<Entity>,
     pub status: RunStatus,
@@ -48,7 +49,7 @@ pub enum BeginOutcome {
     /// Another run (or another worker on this run) holds the integration's lease until
     /// `expires_at`: try again later.
     Busy {
-        holder_run: Uuid,
+        holder_run: RunId,
         expires_in: Duration,
     },
     /// The run already ended (a duplicate delivery).
@@ -63,8 +64,8 @@ pub enum BeginOutcome {
 /// A worker's hold on an integration for one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseToken {
-    pub integration_id: i64,
-    pub run_id: Uuid,
+    pub integration_id: IntegrationId,
+    pub run_id: RunId,
     pub owner: String,
 }
 
@@ -97,7 +98,7 @@ impl Store {
             "INSERT INTO sync_runs (id, integration_id, tenant_id, trigger, entity_scope, trace_id)
              VALUES ($1, $2, $3, 'manual', $4, $5) RETURNING *",
         )
-        .bind(Uuid::now_v7())
+        .bind(RunId::generate())
         .bind(integration.id)
         .bind(integration.tenant_id)
         .bind(entities)
@@ -106,7 +107,7 @@ impl Store {
         .await?)
     }
 
-    pub async fn run(&self, id: Uuid) -> Result<Option<SyncRun>, StoreError> {
+    pub async fn run(&self, id: RunId) -> Result<Option<SyncRun>, StoreError> {
         Ok(
             sqlx::query_as::<_, SyncRun>("SELECT * FROM sync_runs WHERE id = $1")
                 .bind(id)
@@ -117,7 +118,7 @@ impl Store {
 
     pub async fn runs_for_integration(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         limit: i64,
     ) -> Result<Vec<SyncRun>, StoreError> {
         Ok(sqlx::query_as::<_, SyncRun>(
@@ -167,7 +168,7 @@ impl Store {
         for (id, tenant, frequency, next) in due {
             let slot = next.unwrap_or(now);
             ids.push(id);
-            run_ids.push(Uuid::now_v7());
+            run_ids.push(RunId::generate());
             tenants.push(tenant);
             slots.push(slot);
             nexts.push(next_sync_after(frequency, Some(slot), now));
@@ -205,7 +206,7 @@ impl Store {
     }
 
     /// Records that these runs' messages were confirmed by the broker.
-    pub async fn mark_published(&self, run_ids: &[Uuid]) -> Result<(), StoreError> {
+    pub async fn mark_published(&self, run_ids: &[RunId]) -> Result<(), StoreError> {
         sqlx::query("UPDATE sync_runs SET published_at = now() WHERE id = ANY($1)")
             .bind(run_ids)
             .execute(&self.pool)
@@ -237,7 +238,7 @@ impl Store {
         .await?)
     }
 
-    pub async fn unmark_published(&self, run_ids: &[Uuid]) -> Result<(), StoreError> {
+    pub async fn unmark_published(&self, run_ids: &[RunId]) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE sync_runs SET published_at = NULL WHERE id = ANY($1) AND status = 'queued'",
         )
@@ -250,7 +251,7 @@ impl Store {
     /// Takes the integration's lease for this run and marks the run `running`.
     pub async fn begin_run(
         &self,
-        run_id: Uuid,
+        run_id: RunId,
         owner: &str,
         ttl: Duration,
         attempt: u32,
@@ -302,7 +303,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if taken.is_none() {
-            let (holder_run, expires_in): (Uuid, f64) = sqlx::query_as(
+            let (holder_run, expires_in): (RunId, f64) = sqlx::query_as(
                 "SELECT run_id, GREATEST(EXTRACT(EPOCH FROM expires_at - now()), 0)::float8
                    FROM integration_leases WHERE integration_id = $1",
             )
@@ -479,7 +480,7 @@ impl Store {
     }
 
     /// Fails a run that never started (its message was dead-lettered).
-    pub async fn fail_unstarted_run(&self, run_id: Uuid, error: &str) -> Result<(), StoreError> {
+    pub async fn fail_unstarted_run(&self, run_id: RunId, error: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE sync_runs SET status = 'failed', finished_at = now(), error = $2,
                     lease_owner = NULL, lease_expires_at = NULL

@@ -11,6 +11,7 @@ use passerelle_core::platform::{
     ProductRecord,
 };
 use passerelle_core::{Entity, LogDirection, MappingEntityType};
+use passerelle_core::{IntegrationId, RunId, TenantId};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -115,7 +116,7 @@ impl Store {
     /// pass silently would re-send every record.
     pub async fn export_cursor(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         entity: Entity,
     ) -> Result<ExportCursor, StoreError> {
         self.typed_cursor(integration_id, entity, LogDirection::Export)
@@ -125,7 +126,7 @@ impl Store {
     /// The saved position of an integration's import of `entity` (see [`Store::export_cursor`]).
     pub async fn import_cursor(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         entity: Entity,
     ) -> Result<ImportCursor, StoreError> {
         self.typed_cursor(integration_id, entity, LogDirection::Import)
@@ -134,7 +135,7 @@ impl Store {
 
     async fn typed_cursor<C: serde::de::DeserializeOwned + Default>(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         entity: Entity,
         direction: LogDirection,
     ) -> Result<C, StoreError> {
@@ -167,7 +168,7 @@ impl Store {
     /// Up to `limit` platform rows of one entity changed since the cursor, oldest first.
     pub async fn export_page(
         &self,
-        tenant_id: i64,
+        tenant_id: TenantId,
         entity: Entity,
         cursor: &ExportCursor,
         limit: i64,
@@ -268,7 +269,7 @@ impl Store {
     /// Existing mappings of these internal ids.
     pub async fn mappings_of(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         entity_type: MappingEntityType,
         internal_ids: &[String],
     ) -> Result<HashMap<String, KnownMapping>, StoreError> {
@@ -297,7 +298,7 @@ impl Store {
     /// External ids of `(mapping type, internal id)` pairs, for the references of a chunk.
     pub async fn external_ids_of(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         wanted: &[(MappingEntityType, String)],
     ) -> Result<HashMap<(MappingEntityType, String), String>, StoreError> {
         let types: Vec<MappingEntityType> = wanted.iter().map(|(t, _)| *t).collect();
@@ -320,7 +321,7 @@ impl Store {
     /// Existing mappings by external id (for imports).
     pub async fn mappings_by_external(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         entity_type: MappingEntityType,
         external_ids: &[String],
     ) -> Result<HashMap<String, (String, Option<serde_json::Value>)>, StoreError> {
@@ -339,7 +340,7 @@ impl Store {
     /// Intents left by an earlier attempt for these records.
     pub async fn intents_of(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         entity: Entity,
         internal_ids: &[String],
     ) -> Result<HashMap<String, Intent>, StoreError> {
@@ -361,9 +362,9 @@ impl Store {
     /// result were recorded as given.
     pub async fn record_intents(
         &self,
-        integration_id: i64,
+        integration_id: IntegrationId,
         entity: Entity,
-        run_id: uuid::Uuid,
+        run_id: RunId,
         intents: &[NewIntent<'_>],
     ) -> Result<HashMap<String, Intent>, StoreError> {
         if intents.is_empty() {
@@ -497,7 +498,7 @@ impl ChunkTx<'_> {
 /// Writes a chunk's mappings (with their hashes): one ERP record stands for one platform row.
 async fn write_mappings(
     tx: &mut sqlx::PgConnection,
-    integration_id: i64,
+    integration_id: IntegrationId,
     mapping_type: MappingEntityType,
     mappings: &[MappingWrite],
 ) -> Result<(), StoreError> {

@@ -248,7 +248,7 @@ struct Demo<'a> {
     settings: &'a Settings,
     ctx: ConnectorContext,
     erp: &'a DemoErp,
-    tenant: i64,
+    tenant: passerelle_core::TenantId,
 }
 
 /// The demo's three integrations.
@@ -408,7 +408,10 @@ impl Demo<'_> {
     }
 }
 
-async fn wait_for_scheduled_run(store: &Store, integration: i64) -> anyhow::Result<SyncRun> {
+async fn wait_for_scheduled_run(
+    store: &Store,
+    integration: passerelle_core::IntegrationId,
+) -> anyhow::Result<SyncRun> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(run) = store
@@ -430,7 +433,7 @@ async fn wait_for_scheduled_run(store: &Store, integration: i64) -> anyhow::Resu
 /// Shows progress until every run has finished.
 async fn watch(
     store: &Store,
-    runs: &[(String, uuid::Uuid)],
+    runs: &[(String, passerelle_core::RunId)],
 ) -> anyhow::Result<Vec<(String, SyncRun)>> {
     let tty = std::io::stdout().is_terminal();
     let deadline = Instant::now() + Duration::from_secs(600);

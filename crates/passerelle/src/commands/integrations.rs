@@ -2,8 +2,8 @@ use crate::cli::{IntegrationFields, IntegrationsCommand, OutputFormat};
 use crate::service::{self, FieldsInput};
 use crate::{app, output};
 use anyhow::Context as _;
-use passerelle_core::IntegrationStatus;
 use passerelle_core::config::Settings;
+use passerelle_core::{IntegrationId, IntegrationStatus, TenantId};
 use passerelle_store::{Integration, Store};
 use std::process::ExitCode;
 
@@ -171,7 +171,7 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list(store: &Store, tenant: Option<i64>, format: OutputFormat) -> anyhow::Result<()> {
+async fn list(store: &Store, tenant: Option<TenantId>, format: OutputFormat) -> anyhow::Result<()> {
     let list = store.list_integrations(tenant, None, None).await?;
     let views: Vec<_> = list.iter().map(view).collect();
     output::emit(format, &views, || {
@@ -208,7 +208,7 @@ async fn list(store: &Store, tenant: Option<i64>, format: OutputFormat) -> anyho
     })
 }
 
-async fn show(store: &Store, id: i64, format: OutputFormat) -> anyhow::Result<()> {
+async fn show(store: &Store, id: IntegrationId, format: OutputFormat) -> anyhow::Result<()> {
     let i = store.integration(id).await?;
     let runs = store.runs_for_integration(id, 5).await?;
     let mut v = view(&i);
@@ -241,7 +241,7 @@ async fn test(
     store: &Store,
     vault: &passerelle_core::vault::Vault,
     ctx: &passerelle_connectors::ConnectorContext,
-    id: i64,
+    id: IntegrationId,
     format: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
     let (integration, result) = service::test(store, vault, ctx, id).await?;

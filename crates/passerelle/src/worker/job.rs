@@ -535,7 +535,7 @@ async fn finish(
                 // The alert event: one structured line an alerting pipeline can match on.
                 error!(
                     alert = "integration_error",
-                    integration_id = lease.integration_id,
+                    integration_id = lease.integration_id.0,
                     consecutive_failures = recorded.integration.consecutive_failures,
                     last_error = recorded.integration.last_error.as_deref().unwrap_or(""),
                     "integration set to error"

@@ -211,7 +211,7 @@ pub async fn handle_delivery(ctx: &JobContext, delivery: JobDelivery) {
             return;
         }
     }
-    let span = info_span!("sync_job", run_id = %job.run_id, integration_id = job.integration_id,
+    let span = info_span!("sync_job", run_id = %job.run_id, integration_id = job.integration_id.0,
         attempt = job.attempt, lane = delivery.lane.as_str(), trace_id = %delivery.trace.trace_id);
     // `run_job` catches a panic of the steps itself (it holds the lease); this catches one
     // before or after them, so no delivery is ever left unsettled holding a prefetch slot.

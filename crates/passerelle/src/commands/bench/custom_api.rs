@@ -13,7 +13,7 @@ const SMALL_RUN_CONCURRENCY: usize = 8;
 /// `concurrency` requests in flight.
 pub(super) async fn throughput(
     bench: &Bench,
-    tenant: i64,
+    tenant: passerelle_core::TenantId,
     orders: u32,
     concurrency: usize,
 ) -> anyhow::Result<Throughput> {
@@ -43,7 +43,11 @@ pub(super) async fn throughput(
 
 /// Latency from `sync` to the first ERP call, on an idle fleet: `samples` syncs of one new
 /// order each.
-pub(super) async fn latency(bench: &Bench, tenant: i64, samples: usize) -> anyhow::Result<Latency> {
+pub(super) async fn latency(
+    bench: &Bench,
+    tenant: passerelle_core::TenantId,
+    samples: usize,
+) -> anyhow::Result<Latency> {
     let key = "bench-latency";
     bench
         .sandbox
@@ -75,7 +79,11 @@ pub(super) async fn latency(bench: &Bench, tenant: i64, samples: usize) -> anyho
 
 /// Syncs the integration and returns the milliseconds until the simulator's account `key`
 /// records a new order; then waits for the run to finish.
-async fn time_to_first_call(bench: &Bench, integration: i64, key: &str) -> anyhow::Result<f64> {
+async fn time_to_first_call(
+    bench: &Bench,
+    integration: passerelle_core::IntegrationId,
+    key: &str,
+) -> anyhow::Result<f64> {
     let before = creates(bench, key);
     let t0 = Instant::now();
     let run = bench.sync_orders(integration).await?;

@@ -158,10 +158,10 @@ impl Bench {
     /// Creates and activates a custom-API integration exporting orders to account `api_key`.
     async fn custom_api_integration(
         &self,
-        tenant: i64,
+        tenant: passerelle_core::TenantId,
         api_key: &str,
         concurrency: usize,
-    ) -> anyhow::Result<i64> {
+    ) -> anyhow::Result<passerelle_core::IntegrationId> {
         let integration = service::create(
             &self.store,
             Some(&self.vault),
@@ -182,7 +182,10 @@ impl Bench {
     }
 
     /// Starts a manual sync of the integration's orders.
-    async fn sync_orders(&self, integration: i64) -> anyhow::Result<SyncRun> {
+    async fn sync_orders(
+        &self,
+        integration: passerelle_core::IntegrationId,
+    ) -> anyhow::Result<SyncRun> {
         Ok(service::trigger_sync(
             &self.store,
             &self.publisher,
@@ -193,7 +196,11 @@ impl Bench {
     }
 
     /// Waits for the run to finish (in any terminal state).
-    async fn wait(&self, run: uuid::Uuid, timeout: Duration) -> anyhow::Result<SyncRun> {
+    async fn wait(
+        &self,
+        run: passerelle_core::RunId,
+        timeout: Duration,
+    ) -> anyhow::Result<SyncRun> {
         let t0 = Instant::now();
         loop {
             let r = self.store.run(run).await?.context("run disappeared")?;

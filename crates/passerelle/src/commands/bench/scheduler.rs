@@ -10,7 +10,7 @@ use std::time::Instant;
 /// enqueues them all.
 pub(super) async fn due_integrations(
     bench: &Bench,
-    tenant: i64,
+    tenant: passerelle_core::TenantId,
     count: i64,
 ) -> anyhow::Result<SchedulerFigures> {
     eprintln!("scheduling {count} due integrations…");
