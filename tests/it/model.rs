@@ -236,6 +236,10 @@ fn success_rate_is_zero_before_the_first_run() {
     });
 }
 
+fn meta(value: serde_json::Value) -> passerelle_core::MappingMeta {
+    serde_json::from_value(value).unwrap()
+}
+
 #[tokio::test]
 async fn map_ids_upserts_on_either_unique_key_without_constraint_errors() {
     let db = TestDb::migrated("map").await;
@@ -253,7 +257,7 @@ async fn map_ids_upserts_on_either_unique_key_without_constraint_errors() {
             order,
             "1",
             "SO-1b",
-            Some(&json!({"sync_token": "2"})),
+            Some(&meta(json!({"sync_token": "2"}))),
             t0(),
         )
         .await
@@ -321,7 +325,7 @@ async fn map_ids_upserts_on_either_unique_key_without_constraint_errors() {
         order,
         "9",
         "SO-9",
-        Some(&json!({"v": 1})),
+        Some(&meta(json!({"v": 1}))),
         t0(),
     )
     .await
@@ -331,6 +335,42 @@ async fn map_ids_upserts_on_either_unique_key_without_constraint_errors() {
         .await
         .unwrap();
     assert_eq!(m.metadata, Some(json!({"v": 1})));
+}
+
+#[tokio::test]
+async fn mapping_metadata_of_a_shape_never_written_is_an_error_naming_the_row() {
+    let db = TestDb::migrated("mapmeta").await;
+    let i = integration(&db, SyncFrequency::Manual).await;
+    let s = &db.store;
+    let order = MappingEntityType::Order;
+    s.map_ids(i.id, i.tenant_id, order, "1", "SO-1", None, t0())
+        .await
+        .unwrap();
+    s.map_ids(i.id, i.tenant_id, order, "2", "SO-2", None, t0())
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE integration_mappings SET metadata = CASE internal_id
+            WHEN '1' THEN '{\"hash\": 5}'::jsonb ELSE 'null'::jsonb END",
+    )
+    .execute(s.pool())
+    .await
+    .unwrap();
+    // A JSON null is no metadata; a hash that is not text is refused, naming the mapping.
+    let known = s.mappings_of(i.id, order, &["2".into()]).await.unwrap();
+    assert_eq!(known["2"].metadata, None);
+    let err = s.mappings_of(i.id, order, &["1".into()]).await.unwrap_err();
+    assert!(
+        matches!(err, passerelle_store::StoreError::CorruptMapping { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("SO-1") && text.contains("order"), "{text}");
+    let err = s
+        .mappings_by_external(i.id, order, &["SO-1".into()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("SO-1"), "{err}");
 }
 
 #[tokio::test]

@@ -53,6 +53,8 @@ struct Scripted {
     sent: Mutex<Vec<String>>,
     /// What `import_page` returns (one page, then nothing).
     import: Mutex<Option<ImportPage>>,
+    /// The mapping metadata each op carried, in order.
+    kept: Mutex<Vec<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Scripted {
@@ -67,6 +69,7 @@ impl Scripted {
             },
             sent: Mutex::new(Vec::new()),
             import: Mutex::new(None),
+            kept: Mutex::new(Vec::new()),
         })
     }
 
@@ -86,7 +89,7 @@ fn answer(op: &ExportOp) -> ExportResult {
         outcome: Ok(Exported {
             external_id: format!("EXT-{}", op.internal_id),
             replayed: false,
-            metadata: None,
+            metadata: serde_json::Map::from_iter([("sync_token".to_owned(), "v1".into())]),
         }),
         response: None,
         duration_ms: 1,
@@ -119,6 +122,10 @@ impl Connector for Scripted {
             .lock()
             .unwrap()
             .extend(ops.iter().map(|op| op.internal_id.clone()));
+        self.kept
+            .lock()
+            .unwrap()
+            .extend(ops.iter().map(|op| op.mapping_metadata.clone()));
         let mut results: Vec<ExportResult> = ops.iter().map(answer).collect();
         match self.script {
             Script::Honest => {}
@@ -803,4 +810,79 @@ async fn an_imported_page_lands_each_record_on_its_own_key_and_flags_two_on_one_
     .unwrap();
     assert_eq!(mapped.len(), 2, "{mapped:?}");
     assert!(mapped.iter().all(|(e, _)| e != "E-DUP"), "{mapped:?}");
+}
+
+#[tokio::test]
+async fn mapping_metadata_keeps_its_stored_shape_and_the_connector_sees_only_its_keys() {
+    let h = Harness::new("wmeta", 1, SyncDirection::Bidirectional).await;
+    let stored = || async {
+        sqlx::query_scalar::<_, serde_json::Value>(
+            "SELECT metadata FROM integration_mappings WHERE integration_id = $1",
+        )
+        .bind(h.integration.id)
+        .fetch_one(h.db.store.pool())
+        .await
+        .unwrap()
+    };
+    let keys = |v: &serde_json::Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let product_job = || async {
+        SyncJob {
+            entities: vec![Entity::Product],
+            ..h.job().await
+        }
+    };
+    // An export stores its digest and the connector's key, flat.
+    let (connector, factory) = scripted(Script::Honest);
+    let ctx = h.context(factory, None).await;
+    run_job(&ctx, &product_job().await, &TraceParent::new_root()).await;
+    let after_export = stored().await;
+    assert_eq!(
+        keys(&after_export),
+        ["hash", "sync_token"],
+        "{after_export}"
+    );
+    assert_eq!(after_export["sync_token"], "v1");
+    // An import of the same record adds its digest; the export's keys stay (merged).
+    *connector.import.lock().unwrap() = Some(ImportPage {
+        records: vec![product("EXT-1", "SKU-00001", None)],
+        rejected: Vec::new(),
+        next_page: None,
+    });
+    run_job(&ctx, &product_job().await, &TraceParent::new_root()).await;
+    let after_import = stored().await;
+    assert_eq!(
+        keys(&after_import),
+        ["hash", "import_hash", "sync_token"],
+        "{after_import}"
+    );
+    assert_eq!(after_import["hash"], after_export["hash"]);
+    // Edited on the platform since (this connector's payload is the id alone, so the digest
+    // is made stale by hand): the update carries the connector's keys only.
+    sqlx::query("UPDATE platform.products SET name = 'edited' WHERE sku = 'SKU-00001'")
+        .execute(h.db.store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE integration_mappings SET metadata = metadata || '{\"hash\": \"stale\"}'")
+        .execute(h.db.store.pool())
+        .await
+        .unwrap();
+    run_job(&ctx, &product_job().await, &TraceParent::new_root()).await;
+    let kept = connector.kept.lock().unwrap().clone();
+    assert_eq!(kept.len(), 2, "one create, one update: {kept:?}");
+    assert!(kept[0].is_empty(), "a create has no metadata: {kept:?}");
+    assert_eq!(
+        serde_json::Value::Object(kept[1].clone()),
+        serde_json::json!({"sync_token": "v1"})
+    );
+    let after_update = stored().await;
+    assert_eq!(
+        keys(&after_update),
+        ["hash", "import_hash", "sync_token"],
+        "{after_update}"
+    );
+    assert_eq!(after_update["hash"], after_export["hash"], "{after_update}");
 }

@@ -161,8 +161,9 @@ pub struct ExportOp {
     /// When that earlier attempt recorded its intent; past the ERP's idempotency window the
     /// connector must look the record up by our reference instead of trusting a replay.
     pub intent_recorded_at: Option<DateTime<Utc>>,
-    /// What the last sync stored with the mapping (e.g. a version token).
-    pub mapping_metadata: Option<serde_json::Value>,
+    /// What this connector kept with the mapping at the last export ([`Exported::metadata`],
+    /// e.g. a version token); empty for a create. The worker's own keys are not in it.
+    pub mapping_metadata: serde_json::Map<String, serde_json::Value>,
     /// External ids of the records this one refers to (an order's customer), as asked for by
     /// [`Connector::references`]; absent when that record is not at the ERP yet.
     pub references: std::collections::HashMap<Reference, String>,
@@ -252,8 +253,9 @@ pub struct Exported {
     pub external_id: String,
     /// The ERP answered from its idempotency store: an earlier attempt had created it.
     pub replayed: bool,
-    /// Kept with the mapping for the next sync (e.g. QuickBooks `SyncToken`).
-    pub metadata: Option<serde_json::Value>,
+    /// Kept with the mapping for the next sync (e.g. QuickBooks `SyncToken`), handed back in
+    /// [`ExportOp::mapping_metadata`]; empty when there is nothing to keep.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Exported {
@@ -262,7 +264,7 @@ impl Exported {
         Self {
             external_id: external_id.into(),
             replayed: false,
-            metadata: None,
+            metadata: serde_json::Map::new(),
         }
     }
 

@@ -4,9 +4,9 @@
 
 use crate::StoreError;
 use crate::sync::ChunkTx;
-use passerelle_core::TenantId;
 use passerelle_core::platform::{ImportedData, ImportedRecord};
 use passerelle_core::{Entity, InternalId};
+use passerelle_core::{MappingMeta, TenantId};
 use std::collections::HashMap;
 
 impl ChunkTx<'_> {
@@ -21,7 +21,7 @@ impl ChunkTx<'_> {
         tenant_id: TenantId,
         entity: Entity,
         records: &[ImportedRecord],
-        known: &HashMap<String, (String, Option<serde_json::Value>)>,
+        known: &HashMap<String, (String, Option<MappingMeta>)>,
     ) -> Result<Vec<Applied>, StoreError> {
         let tx: &mut sqlx::PgConnection = &mut self.tx;
         let mut out: Vec<Option<Applied>> = vec![None; records.len()];

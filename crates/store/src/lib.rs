@@ -66,6 +66,15 @@ pub enum StoreError {
         reason: String,
     },
     #[error(
+        "the metadata of integration {integration_id}'s {entity_type} mapping to ERP record {external_id} cannot be read ({reason}); the step stops rather than guess what was last synced. Inspect it with `SELECT metadata FROM integration_mappings WHERE integration_id = {integration_id} AND entity_type = '{entity_type}' AND external_id = '{external_id}'`; setting it to NULL makes the next sync send the record again"
+    )]
+    CorruptMapping {
+        integration_id: IntegrationId,
+        entity_type: passerelle_core::MappingEntityType,
+        external_id: String,
+        reason: String,
+    },
+    #[error(
         "the lease on integration {integration_id} was lost (it expired and another worker took the run over); this worker stopped without committing"
     )]
     LeaseLost { integration_id: IntegrationId },

@@ -3,8 +3,8 @@
 
 use crate::{Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
-use passerelle_core::MappingEntityType;
 use passerelle_core::{IntegrationId, TenantId};
+use passerelle_core::{MappingEntityType, MappingMeta};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
@@ -15,6 +15,7 @@ pub struct Mapping {
     pub entity_type: MappingEntityType,
     pub internal_id: String,
     pub external_id: String,
+    /// The column as stored, for audit: the sync reads it as a [`MappingMeta`].
     pub metadata: Option<serde_json::Value>,
     pub last_synced_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -57,9 +58,10 @@ impl Store {
         entity_type: MappingEntityType,
         internal_id: &str,
         external_id: &str,
-        metadata: Option<&serde_json::Value>,
+        metadata: Option<&MappingMeta>,
         now: DateTime<Utc>,
     ) -> Result<Mapping, StoreError> {
+        let metadata = metadata.map(crate::sync::meta_json).transpose()?;
         for attempt in 1..=MAP_IDS_ATTEMPTS {
             let mut tx = self.pool.begin().await?;
             let result = async {
@@ -103,7 +105,7 @@ impl Store {
                 .bind(entity_type)
                 .bind(internal_id)
                 .bind(external_id)
-                .bind(metadata)
+                .bind(&metadata)
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await

@@ -10,7 +10,7 @@ use passerelle_core::platform::{
     CustomerRecord, InventoryRecord, InvoiceRecord, OrderLine, OrderRecord, PlatformRecord,
     ProductRecord,
 };
-use passerelle_core::{Entity, LogDirection, MappingEntityType};
+use passerelle_core::{Entity, LogDirection, MappingEntityType, MappingMeta};
 use passerelle_core::{IntegrationId, RunId, TenantId};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -24,9 +24,9 @@ pub use passerelle_core::cursor::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnownMapping {
     pub external_id: String,
-    /// `hash`: digest of the last payload exported; `import_hash`: of the last ERP record
-    /// imported; connector keys (e.g. a version token).
-    pub metadata: Option<serde_json::Value>,
+    /// Digests of the last export and import, and the connector's keys; `None` when the row
+    /// has no metadata.
+    pub metadata: Option<MappingMeta>,
     pub last_synced_at: Option<DateTime<Utc>>,
 }
 
@@ -35,7 +35,8 @@ pub struct KnownMapping {
 pub struct MappingWrite {
     pub internal_id: String,
     pub external_id: String,
-    pub metadata: serde_json::Value,
+    /// Merged into what the row holds: parts left out keep their stored value.
+    pub metadata: MappingMeta,
 }
 
 /// A create that may reach the ERP before its result is recorded.
@@ -282,17 +283,16 @@ impl Store {
         .bind(internal_ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
                 let known = KnownMapping {
+                    metadata: parse_meta(integration_id, entity_type, &r.external_id, r.metadata)?,
                     external_id: r.external_id,
-                    metadata: r.metadata,
                     last_synced_at: r.last_synced_at,
                 };
-                (r.internal_id, known)
+                Ok((r.internal_id, known))
             })
-            .collect())
+            .collect()
     }
 
     /// External ids of `(mapping type, internal id)` pairs, for the references of a chunk.
@@ -324,7 +324,7 @@ impl Store {
         integration_id: IntegrationId,
         entity_type: MappingEntityType,
         external_ids: &[String],
-    ) -> Result<HashMap<String, (String, Option<serde_json::Value>)>, StoreError> {
+    ) -> Result<HashMap<String, (String, Option<MappingMeta>)>, StoreError> {
         let rows: Vec<(String, String, Option<serde_json::Value>)> = sqlx::query_as(
             "SELECT external_id, internal_id, metadata FROM integration_mappings
               WHERE integration_id = $1 AND entity_type = $2 AND external_id = ANY($3)",
@@ -334,7 +334,12 @@ impl Store {
         .bind(external_ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(e, i, m)| (e, (i, m))).collect())
+        rows.into_iter()
+            .map(|(e, i, m)| {
+                let meta = parse_meta(integration_id, entity_type, &e, m)?;
+                Ok((e, (i, meta)))
+            })
+            .collect()
     }
 
     /// Intents left by an earlier attempt for these records.
@@ -495,6 +500,35 @@ impl ChunkTx<'_> {
     }
 }
 
+/// A mapping's stored metadata, parsed once here. A JSON `null` is none; a shape the worker
+/// never writes (a hash that is not text) is an error naming the row, not a silent re-send.
+fn parse_meta(
+    integration_id: IntegrationId,
+    entity_type: MappingEntityType,
+    external_id: &str,
+    raw: Option<serde_json::Value>,
+) -> Result<Option<MappingMeta>, StoreError> {
+    match raw {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => {
+            serde_json::from_value(value)
+                .map(Some)
+                .map_err(|e| StoreError::CorruptMapping {
+                    integration_id,
+                    entity_type,
+                    external_id: external_id.to_owned(),
+                    reason: e.to_string(),
+                })
+        }
+    }
+}
+
+/// The column's JSON for a mapping's metadata.
+pub(crate) fn meta_json(meta: &MappingMeta) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(meta)
+        .map_err(|e| StoreError::Invalid(format!("mapping metadata does not serialise: {e}")))
+}
+
 /// Writes a chunk's mappings (with their hashes): one ERP record stands for one platform row.
 async fn write_mappings(
     tx: &mut sqlx::PgConnection,
@@ -507,7 +541,10 @@ async fn write_mappings(
     }
     let internal: Vec<&str> = mappings.iter().map(|m| m.internal_id.as_str()).collect();
     let external: Vec<&str> = mappings.iter().map(|m| m.external_id.as_str()).collect();
-    let metadata: Vec<&serde_json::Value> = mappings.iter().map(|m| &m.metadata).collect();
+    let metadata = mappings
+        .iter()
+        .map(|m| meta_json(&m.metadata))
+        .collect::<Result<Vec<_>, _>>()?;
     // One ERP record stands for one platform row: a different row that held one of
     // these external ids loses it (as `map_ids` does), instead of a constraint error.
     sqlx::query(

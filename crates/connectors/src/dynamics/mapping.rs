@@ -366,7 +366,7 @@ mod tests {
             idempotency_key: "k".into(),
             retried_create: false,
             intent_recorded_at: None,
-            mapping_metadata: None,
+            mapping_metadata: serde_json::Map::new(),
             references: [
                 (
                     (MappingEntityType::Customer, "42".to_owned()),

@@ -505,8 +505,7 @@ impl QuickBooksConnector {
             if let (Some(id), Some(obj)) = (&op.external_id, body.as_object_mut()) {
                 let known = op
                     .mapping_metadata
-                    .as_ref()
-                    .and_then(|m| m.get("sync_token"))
+                    .get("sync_token")
                     .and_then(Value::as_str)
                     .map(str::to_owned);
                 let token = match known {
@@ -540,6 +539,7 @@ fn exported(entity: &Value, replayed: bool) -> Result<Exported, ConnectorError> 
         metadata: entity
             .get("SyncToken")
             .and_then(Value::as_str)
-            .map(|t| json!({ "sync_token": t })),
+            .map(|t| serde_json::Map::from_iter([("sync_token".to_owned(), json!(t))]))
+            .unwrap_or_default(),
     })
 }

@@ -380,7 +380,7 @@ mod tests {
             idempotency_key: "k".into(),
             retried_create: false,
             intent_recorded_at: None,
-            mapping_metadata: None,
+            mapping_metadata: serde_json::Map::new(),
             references: HashMap::from([((MappingEntityType::Customer, "3".into()), "58".into())]),
         };
         assert!(matches!(
@@ -418,7 +418,7 @@ mod tests {
             idempotency_key: "k".into(),
             retried_create: false,
             intent_recorded_at: None,
-            mapping_metadata: None,
+            mapping_metadata: serde_json::Map::new(),
             references: HashMap::from([((MappingEntityType::Customer, "3".into()), "58".into())]),
         };
         assert_eq!(resolve(&op, None).unwrap_err().class(), "fatal");

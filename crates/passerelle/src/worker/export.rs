@@ -7,7 +7,7 @@ use passerelle_connectors::{Disposition, ExportAction, ExportOp, ExportResult};
 use passerelle_core::cursor::StepCursor;
 use passerelle_core::digest::json_short_hash;
 use passerelle_core::platform::PlatformRecord;
-use passerelle_core::{Entity, LogAction, LogDirection, LogStatus};
+use passerelle_core::{Entity, LogAction, LogDirection, LogStatus, MappingMeta};
 use passerelle_store::sync::{
     ChunkCommit, EXPORT_OVERLAP, ExportCursor, Intent, KnownMapping, MappingWrite, NewIntent,
     RowPosition,
@@ -25,8 +25,8 @@ pub(super) fn content_hash(payload: &serde_json::Value) -> String {
 /// own data over any edit made there meanwhile).
 fn unchanged(known: &KnownMapping, hash: &str, record: &PlatformRecord) -> bool {
     let meta = known.metadata.as_ref();
-    let exported_same = meta.and_then(|m| m.get("hash")).and_then(|h| h.as_str()) == Some(hash);
-    let imported_untouched = meta.is_some_and(|m| m.get("import_hash").is_some())
+    let exported_same = meta.and_then(|m| m.export_hash.as_deref()) == Some(hash);
+    let imported_untouched = meta.is_some_and(|m| m.import_hash.is_some())
         && known
             .last_synced_at
             .is_some_and(|at| at >= record.updated_at());
@@ -187,7 +187,11 @@ fn plan_update(
             payload,
             retried_create: false,
             intent_recorded_at: None,
-            mapping_metadata: known.metadata.clone(),
+            mapping_metadata: known
+                .metadata
+                .as_ref()
+                .map(|m| m.connector.clone())
+                .unwrap_or_default(),
             references: HashMap::new(),
         },
         hash,
@@ -220,7 +224,7 @@ fn plan_create(
             idempotency_key: key,
             retried_create: earlier.is_some(),
             intent_recorded_at: recorded_at,
-            mapping_metadata: None,
+            mapping_metadata: serde_json::Map::new(),
             references: HashMap::new(),
         },
         hash,
@@ -490,15 +494,7 @@ fn settle_one(
     entry.response_data = result.response;
     let error = match result.outcome {
         Ok(exported) => {
-            let mut metadata = serde_json::json!({ "hash": planned.hash });
-            if let (Some(extra), Some(obj)) = (
-                exported.metadata.as_ref().and_then(|m| m.as_object()),
-                metadata.as_object_mut(),
-            ) {
-                for (k, v) in extra {
-                    obj.insert(k.clone(), v.clone());
-                }
-            }
+            let metadata = MappingMeta::exported(planned.hash, exported.metadata);
             entry.external_id = Some(exported.external_id.clone());
             settled.mappings.push(MappingWrite {
                 internal_id: result.internal_id.clone(),

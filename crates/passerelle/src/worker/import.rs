@@ -7,13 +7,13 @@ use super::job::{StepContext, StepEnd};
 use passerelle_connectors::ImportPage;
 use passerelle_core::cursor::{IMPORT_OVERLAP, ImportCursor, StepCursor};
 use passerelle_core::platform::ImportedRecord;
-use passerelle_core::{Entity, LogAction, LogDirection, LogStatus};
+use passerelle_core::{Entity, LogAction, LogDirection, LogStatus, MappingMeta};
 use passerelle_store::sync::{ChunkCommit, MappingWrite};
 use passerelle_store::{NewLog, StoreError};
 use std::collections::HashMap;
 
 /// Mappings of a page's records, by external id: `(internal id, metadata)`.
-type Known = HashMap<String, (String, Option<serde_json::Value>)>;
+type Known = HashMap<String, (String, Option<MappingMeta>)>;
 
 pub(super) async fn run_step(
     step: &StepContext<'_>,
@@ -176,8 +176,7 @@ fn changed_records(
         let same = known
             .get(&record.external_id)
             .and_then(|(_, meta)| meta.as_ref())
-            .and_then(|m| m.get("import_hash"))
-            .and_then(|h| h.as_str())
+            .and_then(|m| m.import_hash.as_deref())
             == Some(hash.as_str());
         if same && !record.deleted {
             tally.skipped += 1;
@@ -229,7 +228,7 @@ fn settle(
                     recorded.mappings.push(MappingWrite {
                         internal_id: internal,
                         external_id: record.external_id.clone(),
-                        metadata: serde_json::json!({ "import_hash": hash }),
+                        metadata: MappingMeta::imported(hash),
                     });
                 }
                 recorded.tally.synced += 1;
