@@ -442,13 +442,11 @@ async fn a_tombstone_whose_mapping_holds_a_malformed_stock_id_is_refused_not_app
         .unwrap();
     let (connector, factory) = scripted(Script::Honest);
     *connector.import.lock().unwrap() = Some(ImportPage {
-        records: vec![ImportedRecord {
-            external_id: "ERP-STOCK-1".into(),
-            updated_at: None,
-            deleted: true,
-            data: None,
-            raw: serde_json::json!({"id": "ERP-STOCK-1", "deleted": true}),
-        }],
+        records: vec![ImportedRecord::tombstone(
+            "ERP-STOCK-1".into(),
+            None,
+            serde_json::json!({"id": "ERP-STOCK-1", "deleted": true}),
+        )],
         rejected: Vec::new(),
         next_page: None,
     });
@@ -744,20 +742,19 @@ async fn the_scheduler_reads_what_is_due_from_the_stores_clock() {
 }
 
 fn product(external_id: &str, sku: &str, currency: Option<&str>) -> ImportedRecord {
-    ImportedRecord {
-        external_id: external_id.into(),
-        updated_at: None,
-        deleted: false,
-        data: Some(passerelle_core::platform::ImportedData::Product {
+    ImportedRecord::upsert(
+        external_id.into(),
+        None,
+        passerelle_core::platform::ImportedData::Product {
             sku: sku.into(),
             name: format!("Product {external_id}"),
             description: None,
             price: rust_decimal::Decimal::new(1250, 2),
             currency: currency.map(str::to_owned),
             active: true,
-        }),
-        raw: serde_json::json!({"id": external_id, "sku": sku}),
-    }
+        },
+        serde_json::json!({"id": external_id, "sku": sku}),
+    )
 }
 
 #[tokio::test]

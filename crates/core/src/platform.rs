@@ -163,17 +163,93 @@ impl PlatformRecord {
     }
 }
 
-/// What an import brings back for one ERP record.
+/// What an import brings back for one ERP record: its current fields, or word that it was
+/// deleted there. A tombstone carries no fields and an upsert always does, so a record
+/// "without data" cannot be built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImportedRecord {
+pub enum ImportedRecord {
+    Upsert(ImportedUpsert),
+    Tombstone(ImportedTombstone),
+}
+
+/// An ERP record to create or update on the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedUpsert {
     pub external_id: String,
     pub updated_at: Option<DateTime<Utc>>,
-    /// A tombstone: the record was deleted at the ERP.
-    pub deleted: bool,
-    /// The fields, absent for tombstones.
-    pub data: Option<ImportedData>,
+    pub data: ImportedData,
     /// The ERP's record as received (for the log row).
     pub raw: serde_json::Value,
+}
+
+/// An ERP record deleted (or archived) at the ERP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedTombstone {
+    pub external_id: String,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The ERP's record as received (for the log row).
+    pub raw: serde_json::Value,
+}
+
+impl ImportedRecord {
+    pub fn upsert(
+        external_id: String,
+        updated_at: Option<DateTime<Utc>>,
+        data: ImportedData,
+        raw: serde_json::Value,
+    ) -> Self {
+        ImportedRecord::Upsert(ImportedUpsert {
+            external_id,
+            updated_at,
+            data,
+            raw,
+        })
+    }
+
+    pub fn tombstone(
+        external_id: String,
+        updated_at: Option<DateTime<Utc>>,
+        raw: serde_json::Value,
+    ) -> Self {
+        ImportedRecord::Tombstone(ImportedTombstone {
+            external_id,
+            updated_at,
+            raw,
+        })
+    }
+
+    pub fn external_id(&self) -> &str {
+        match self {
+            ImportedRecord::Upsert(r) => &r.external_id,
+            ImportedRecord::Tombstone(r) => &r.external_id,
+        }
+    }
+
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            ImportedRecord::Upsert(r) => r.updated_at,
+            ImportedRecord::Tombstone(r) => r.updated_at,
+        }
+    }
+
+    pub fn raw(&self) -> &serde_json::Value {
+        match self {
+            ImportedRecord::Upsert(r) => &r.raw,
+            ImportedRecord::Tombstone(r) => &r.raw,
+        }
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        matches!(self, ImportedRecord::Tombstone(_))
+    }
+
+    /// The fields of an upsert; `None` for a tombstone.
+    pub fn data(&self) -> Option<&ImportedData> {
+        match self {
+            ImportedRecord::Upsert(r) => Some(&r.data),
+            ImportedRecord::Tombstone(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -329,5 +405,22 @@ mod tests {
                 Some(Decimal::from_str(expected).unwrap())
             );
         }
+    }
+
+    #[test]
+    fn a_tombstone_carries_no_data_and_an_upsert_always_does() {
+        let raw = serde_json::json!({"id": "E1"});
+        let gone = ImportedRecord::tombstone("E1".into(), None, raw.clone());
+        assert!(gone.is_tombstone());
+        assert_eq!((gone.external_id(), gone.data()), ("E1", None));
+        let data = ImportedData::Inventory {
+            sku: "S".into(),
+            warehouse_code: "MAIN".into(),
+            quantity: Decimal::ONE,
+        };
+        let kept = ImportedRecord::upsert("E1:MAIN".into(), None, data.clone(), raw.clone());
+        assert!(!kept.is_tombstone());
+        assert_eq!(kept.data(), Some(&data));
+        assert_eq!(kept.raw(), &raw);
     }
 }

@@ -27,17 +27,15 @@ impl ChunkTx<'_> {
         let mut out: Vec<Option<Applied>> = vec![None; records.len()];
         let mut upserts: Vec<(usize, &ImportedData)> = Vec::new();
         for (index, record) in records.iter().enumerate() {
-            let existing = known.get(&record.external_id).map(|(internal, _)| internal);
-            if record.deleted {
-                out[index] = Some(match existing {
-                    None => Ok(None),
-                    Some(internal) => apply_tombstone(tx, tenant_id, entity, internal).await?,
-                });
-            } else {
-                match &record.data {
-                    None => out[index] = Some(Err("record without data".into())),
-                    Some(data) => upserts.push((index, data)),
+            match record {
+                ImportedRecord::Tombstone(gone) => {
+                    let existing = known.get(&gone.external_id).map(|(internal, _)| internal);
+                    out[index] = Some(match existing {
+                        None => Ok(None),
+                        Some(internal) => apply_tombstone(tx, tenant_id, entity, internal).await?,
+                    });
                 }
+                ImportedRecord::Upsert(upsert) => upserts.push((index, &upsert.data)),
             }
         }
         for (index, applied) in upsert_page(tx, tenant_id, &upserts).await? {

@@ -29,17 +29,11 @@ pub fn parse_item(entity: Entity, item: &Value) -> Result<ImportedRecord, String
         .get("deleted")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
-    let data = if deleted {
-        None
+    Ok(if deleted {
+        ImportedRecord::tombstone(external_id, updated_at, item.clone())
     } else {
-        Some(item_data(entity, item, &external_id)?)
-    };
-    Ok(ImportedRecord {
-        external_id,
-        updated_at,
-        deleted,
-        data,
-        raw: item.clone(),
+        let data = item_data(entity, item, &external_id)?;
+        ImportedRecord::upsert(external_id, updated_at, data, item.clone())
     })
 }
 
@@ -154,9 +148,9 @@ mod tests {
     #[test]
     fn imported_items_and_tombstones_parse() {
         let r = parse_item(Entity::Inventory, &json!({"id": 9, "updated_at": "2026-11-02T10:00:00Z", "sku": "S", "warehouse_code": "MAIN", "quantity": 12.5})).unwrap();
-        assert_eq!(r.external_id, "9");
+        assert_eq!(r.external_id(), "9");
         assert_eq!(
-            r.data,
+            r.data().cloned(),
             Some(ImportedData::Inventory {
                 sku: "S".into(),
                 warehouse_code: "MAIN".into(),
@@ -168,7 +162,7 @@ mod tests {
             &json!({"id": "p1", "updated_at": "2026-11-02T10:00:00Z", "deleted": true}),
         )
         .unwrap();
-        assert!(t.deleted && t.data.is_none());
+        assert!(t.is_tombstone());
         assert!(
             parse_item(
                 Entity::Product,

@@ -58,13 +58,7 @@ pub fn parse_row(entity: Entity, row: &Value) -> Result<ImportedRecord, String> 
             active: row.get("statecode").and_then(Value::as_i64).unwrap_or(0) == 0,
         },
     };
-    Ok(ImportedRecord {
-        external_id: id,
-        updated_at,
-        deleted: false,
-        data: Some(data),
-        raw: row.clone(),
-    })
+    Ok(ImportedRecord::upsert(id, updated_at, data, row.clone()))
 }
 
 impl DynamicsConnector {
@@ -165,11 +159,11 @@ mod tests {
             "emailaddress1": "ann@buyer.example", "telephone1": "+33", "modifiedon": "2026-01-02T03:04:05Z"});
         let r = parse_row(Entity::Customer, &account).unwrap();
         assert_eq!(
-            r.updated_at.unwrap().to_rfc3339(),
+            r.updated_at().unwrap().to_rfc3339(),
             "2026-01-02T03:04:05+00:00"
         );
         assert!(
-            matches!(r.data, Some(ImportedData::Customer { ref email, ref phone, .. }) if email == "ann@buyer.example" && phone.as_deref() == Some("+33"))
+            matches!(r.data().cloned(), Some(ImportedData::Customer { ref email, ref phone, .. }) if email == "ann@buyer.example" && phone.as_deref() == Some("+33"))
         );
         let no_email = json!({"accountid": "0f8fad5b-d9cb-469f-a165-70867728950e", "name": "X"});
         assert!(
@@ -181,7 +175,7 @@ mod tests {
             "productnumber": "X-1", "price": 9.5, "statecode": 1});
         let r = parse_row(Entity::Product, &product).unwrap();
         assert!(
-            matches!(r.data, Some(ImportedData::Product { ref sku, price, active: false, .. }) if sku == "X-1" && price == Decimal::new(95, 1))
+            matches!(r.data().cloned(), Some(ImportedData::Product { ref sku, price, active: false, .. }) if sku == "X-1" && price == Decimal::new(95, 1))
         );
     }
 }

@@ -45,12 +45,8 @@ pub fn parse_entity(entity: Entity, element: &Value) -> Result<ImportedRecord, S
     let text = |field: &str| text(element, field);
     let deleted = element.get("status").and_then(Value::as_str) == Some("Deleted")
         || element.get("Active").and_then(Value::as_bool) == Some(false);
-    let record = |external_id: String, data: Option<ImportedData>| ImportedRecord {
-        external_id,
-        updated_at,
-        deleted: data.is_none(),
-        data,
-        raw: element.clone(),
+    let record = |external_id: String, data: ImportedData| {
+        ImportedRecord::upsert(external_id, updated_at, data, element.clone())
     };
     if deleted {
         let external_id = if entity == Entity::Inventory {
@@ -58,7 +54,11 @@ pub fn parse_entity(entity: Entity, element: &Value) -> Result<ImportedRecord, S
         } else {
             id
         };
-        return Ok(record(external_id, None));
+        return Ok(ImportedRecord::tombstone(
+            external_id,
+            updated_at,
+            element.clone(),
+        ));
     }
     // Items without a Sku are known by their (unique) Name.
     let missing_sku = format!("item {id} has neither Sku nor Name");
@@ -70,7 +70,7 @@ pub fn parse_entity(entity: Entity, element: &Value) -> Result<ImportedRecord, S
     Ok(match entity {
         Entity::Product => record(
             id,
-            Some(ImportedData::Product {
+            ImportedData::Product {
                 sku: sku()?,
                 name: text("Name").unwrap_or_default(),
                 description: text("Description"),
@@ -80,11 +80,11 @@ pub fn parse_entity(entity: Entity, element: &Value) -> Result<ImportedRecord, S
                     .unwrap_or_default(),
                 currency: None,
                 active: true,
-            }),
+            },
         ),
         Entity::Inventory => record(
             format!("{id}:stock"),
-            Some(ImportedData::Inventory {
+            ImportedData::Inventory {
                 sku: sku()?,
                 // One stock figure per item: QuickBooks Online has no warehouses.
                 warehouse_code: "QBO".into(),
@@ -92,9 +92,9 @@ pub fn parse_entity(entity: Entity, element: &Value) -> Result<ImportedRecord, S
                     .get("QtyOnHand")
                     .and_then(json_to_decimal)
                     .unwrap_or(Decimal::ZERO),
-            }),
+            },
         ),
-        _ => record(id.clone(), Some(customer_data(element, &id)?)),
+        _ => record(id.clone(), customer_data(element, &id)?),
     })
 }
 
@@ -255,17 +255,17 @@ mod tests {
             "TrackQtyOnHand": true, "QtyOnHand": 7, "MetaData": {"LastUpdatedTime": "2015-07-24T10:33:39-07:00"}});
         let product = parse_entity(Entity::Product, &item).unwrap();
         assert_eq!(
-            product.updated_at,
+            product.updated_at(),
             Some(Utc.with_ymd_and_hms(2015, 7, 24, 17, 33, 39).unwrap())
         );
         let stock = parse_entity(Entity::Inventory, &item).unwrap();
-        assert_eq!(stock.external_id, "19:stock");
+        assert_eq!(stock.external_id(), "19:stock");
         assert!(
-            matches!(stock.data, Some(ImportedData::Inventory { ref sku, quantity, .. }) if sku == "X-1" && quantity == Decimal::from(7))
+            matches!(stock.data().cloned(), Some(ImportedData::Inventory { ref sku, quantity, .. }) if sku == "X-1" && quantity == Decimal::from(7))
         );
         let gone =
             parse_entity(Entity::Customer, &json!({"Id": "4", "status": "Deleted"})).unwrap();
-        assert!(gone.deleted && gone.data.is_none());
+        assert!(gone.is_tombstone());
         assert!(
             parse_entity(
                 Entity::Customer,

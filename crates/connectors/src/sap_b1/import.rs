@@ -87,13 +87,12 @@ pub fn parse_entity(
         ImportedData::Product { sku, .. } => sku.clone(),
         _ => text("CardCode").unwrap_or_default(),
     };
-    Ok(ImportedRecord {
+    Ok(ImportedRecord::upsert(
         external_id,
         updated_at,
-        deleted: false,
-        data: Some(data),
-        raw: row.clone(),
-    })
+        data,
+        row.clone(),
+    ))
 }
 
 /// An item's stock: one record per `ItemWarehouseInfoCollection` row (`InStock`).
@@ -119,20 +118,19 @@ pub fn parse_stock(row: &Value) -> Result<Vec<ImportedRecord>, String> {
                 .and_then(Value::as_str)
                 .filter(|w| !w.is_empty())
                 .ok_or_else(|| format!("item {sku}: a warehouse row without WarehouseCode"))?;
-            Ok(ImportedRecord {
-                external_id: format!("{sku}:{warehouse}"),
+            Ok(ImportedRecord::upsert(
+                format!("{sku}:{warehouse}"),
                 updated_at,
-                deleted: false,
-                data: Some(ImportedData::Inventory {
+                ImportedData::Inventory {
                     sku: sku.to_owned(),
                     warehouse_code: warehouse.to_owned(),
                     quantity: wh
                         .get("InStock")
                         .and_then(json_to_decimal)
                         .unwrap_or_default(),
-                }),
-                raw: wh.clone(),
-            })
+                },
+                wh.clone(),
+            ))
         })
         .collect()
 }
@@ -288,17 +286,17 @@ mod tests {
             "ItemPrices": [{"PriceList": 1, "Price": 9.5, "Currency": "EUR"}], "Valid": "tYES", "Frozen": "tNO",
             "ItemWarehouseInfoCollection": [{"WarehouseCode": "01", "InStock": 7}, {"WarehouseCode": "02", "InStock": 0}]});
         let r = parse_entity(Entity::Product, &item, 1).unwrap();
-        assert_eq!(r.external_id, "A1");
+        assert_eq!(r.external_id(), "A1");
         assert_eq!(
-            r.updated_at,
+            r.updated_at(),
             Some(Utc.with_ymd_and_hms(2026, 11, 24, 10, 30, 15).unwrap())
         );
         assert!(
-            matches!(r.data, Some(ImportedData::Product { ref price, .. }) if price.to_string() == "9.5")
+            matches!(r.data().cloned(), Some(ImportedData::Product { ref price, .. }) if price.to_string() == "9.5")
         );
         let stock = parse_stock(&item).unwrap();
         assert_eq!(stock.len(), 2);
-        assert_eq!(stock[0].external_id, "A1:01");
+        assert_eq!(stock[0].external_id(), "A1:01");
         let bp = json!({"CardCode": "C1", "CardName": "Acme"});
         assert!(parse_entity(Entity::Customer, &bp, 1).is_err());
     }

@@ -63,7 +63,8 @@ pub fn parse_element(entity: Entity, element: &Value) -> Result<ImportedRecord, 
         .get("UpdatedDateUTC")
         .and_then(|v| v.as_str())
         .and_then(parse_xero_date);
-    let (data, deleted, external_id) = match entity {
+    // No data: the contact is archived.
+    let (data, external_id) = match entity {
         Entity::Product => (
             Some(ImportedData::Product {
                 sku: text(element, "Code")
@@ -78,7 +79,6 @@ pub fn parse_element(entity: Entity, element: &Value) -> Result<ImportedRecord, 
                 currency: None,
                 active: true,
             }),
-            false,
             external_id,
         ),
         Entity::Inventory => {
@@ -95,31 +95,23 @@ pub fn parse_element(entity: Entity, element: &Value) -> Result<ImportedRecord, 
                     warehouse_code: "XERO".into(),
                     quantity,
                 }),
-                false,
                 format!("{external_id}:stock"),
             )
         }
-        _ => {
-            let (data, archived) = contact_data(element, &external_id)?;
-            (data, archived, external_id)
-        }
+        _ => (contact_data(element, &external_id)?, external_id),
     };
-    Ok(ImportedRecord {
-        external_id,
-        updated_at,
-        deleted,
-        data,
-        raw: element.clone(),
+    let raw = element.clone();
+    Ok(match data {
+        Some(data) => ImportedRecord::upsert(external_id, updated_at, data, raw),
+        None => ImportedRecord::tombstone(external_id, updated_at, raw),
     })
 }
 
 /// A contact's fields, or none and `true` when it is archived (a deletion).
-fn contact_data(
-    element: &Value,
-    external_id: &str,
-) -> Result<(Option<ImportedData>, bool), String> {
+/// A contact's fields; `None` when it is archived (a tombstone).
+fn contact_data(element: &Value, external_id: &str) -> Result<Option<ImportedData>, String> {
     if text(element, "ContactStatus").as_deref() == Some("ARCHIVED") {
-        return Ok((None, true));
+        return Ok(None);
     }
     let data = ImportedData::Customer {
         email: text(element, "EmailAddress").ok_or_else(|| {
@@ -140,7 +132,7 @@ fn contact_data(
             .map(str::to_owned),
         vat_number: text(element, "TaxNumber"),
     };
-    Ok((Some(data), false))
+    Ok(Some(data))
 }
 
 impl XeroConnector {
@@ -223,15 +215,19 @@ mod tests {
             "UpdatedDateUTC": "/Date(1552331874000+0000)/", "SalesDetails": {"UnitPrice": 20.0}, "Name": "Hello11350",
             "IsTrackedAsInventory": false});
         let r = parse_element(Entity::Product, &item).unwrap();
-        assert_eq!(r.external_id, "9a59ea90-942e-484d-9b71-d00ab607e03b");
-        assert!(r.updated_at.is_some());
+        assert_eq!(r.external_id(), "9a59ea90-942e-484d-9b71-d00ab607e03b");
+        assert!(r.updated_at().is_some());
         let contact = json!({"ContactID": "3ff6d40c", "ContactStatus": "ACTIVE", "Name": "Foo9987", "EmailAddress": "sid32476@blah.com"});
         assert!(matches!(
-            parse_element(Entity::Customer, &contact).unwrap().data,
+            parse_element(Entity::Customer, &contact).unwrap().data(),
             Some(ImportedData::Customer { .. })
         ));
         let archived = json!({"ContactID": "x", "ContactStatus": "ARCHIVED", "Name": "Gone"});
-        assert!(parse_element(Entity::Customer, &archived).unwrap().deleted);
+        assert!(
+            parse_element(Entity::Customer, &archived)
+                .unwrap()
+                .is_tombstone()
+        );
     }
 
     #[test]

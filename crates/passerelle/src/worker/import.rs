@@ -129,7 +129,11 @@ async fn apply_page<'s>(
         logs.push(entry);
         tally.failed += 1;
     }
-    let external_ids: Vec<String> = page.records.iter().map(|r| r.external_id.clone()).collect();
+    let external_ids: Vec<String> = page
+        .records
+        .iter()
+        .map(|r| r.external_id().to_owned())
+        .collect();
     let known = store
         .mappings_by_external(step.integration.id, entity.mapping_entity(), &external_ids)
         .await?;
@@ -169,16 +173,16 @@ fn changed_records(
 ) -> Vec<(ImportedRecord, String)> {
     let mut changed = Vec::with_capacity(records.len());
     for record in records {
-        if let Some(t) = record.updated_at {
+        if let Some(t) = record.updated_at() {
             cursor.max_seen = Some(cursor.max_seen.map_or(t, |m| m.max(t)));
         }
-        let hash = content_hash(&record.raw);
+        let hash = content_hash(record.raw());
         let same = known
-            .get(&record.external_id)
+            .get(record.external_id())
             .and_then(|(_, meta)| meta.as_ref())
             .and_then(|m| m.import_hash.as_deref())
             == Some(hash.as_str());
-        if same && !record.deleted {
+        if same && !record.is_tombstone() {
             tally.skipped += 1;
         } else {
             changed.push((record, hash));
@@ -200,34 +204,34 @@ fn settle(
 ) {
     let mut claimed: HashMap<String, String> = HashMap::new();
     for ((record, hash), result) in changed.into_iter().zip(applied) {
-        let action = if record.deleted {
+        let external_id = record.external_id().to_owned();
+        let action = if record.is_tombstone() {
             LogAction::Delete
-        } else if known.contains_key(&record.external_id) {
+        } else if known.contains_key(&external_id) {
             LogAction::Update
         } else {
             LogAction::Create
         };
-        let mut entry = log(step, entity, Some(record.external_id.clone()), action);
-        entry.response_data = Some(step.connector.redact(&record.raw));
+        let mut entry = log(step, entity, Some(external_id.clone()), action);
+        entry.response_data = Some(step.connector.redact(record.raw()));
         match result {
             Ok(Some(internal)) => {
                 entry.entity_id = Some(internal.clone());
-                if record.deleted {
-                    recorded.unmap.push(record.external_id.clone());
+                if record.is_tombstone() {
+                    recorded.unmap.push(external_id);
                 } else if let Some(first) = claimed.get(&internal) {
                     entry.status = LogStatus::Failed;
                     entry.error_message = Some(format!(
-                        "ERP record {} maps to the same platform row ({internal}) as ERP record {first} in this page",
-                        record.external_id
+                        "ERP record {external_id} maps to the same platform row ({internal}) as ERP record {first} in this page"
                     ));
                     recorded.tally.failed += 1;
                     recorded.logs.push(entry);
                     continue;
                 } else {
-                    claimed.insert(internal.clone(), record.external_id.clone());
+                    claimed.insert(internal.clone(), external_id.clone());
                     recorded.mappings.push(MappingWrite {
                         internal_id: internal,
-                        external_id: record.external_id.clone(),
+                        external_id,
                         metadata: MappingMeta::imported(hash),
                     });
                 }
