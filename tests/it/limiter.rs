@@ -118,9 +118,11 @@ async fn the_daily_quota_and_a_429_block_apply_to_everyone() {
     for _ in 0..3 {
         assert!(matches!(
             s.admit(
-                IntegrationType::Xero,
-                "q",
-                &spec,
+                passerelle_store::limiter::AccountLimit {
+                    connector: IntegrationType::Xero,
+                    account: "q",
+                    spec
+                },
                 Duration::ZERO,
                 "t",
                 Duration::from_secs(5)
@@ -132,9 +134,11 @@ async fn the_daily_quota_and_a_429_block_apply_to_everyone() {
     }
     match s
         .admit(
-            IntegrationType::Xero,
-            "q",
-            &spec,
+            passerelle_store::limiter::AccountLimit {
+                connector: IntegrationType::Xero,
+                account: "q",
+                spec,
+            },
             Duration::from_secs(5),
             "t",
             Duration::from_secs(5),
@@ -156,9 +160,11 @@ async fn the_daily_quota_and_a_429_block_apply_to_everyone() {
     };
     assert!(matches!(
         s.admit(
-            IntegrationType::Xero,
-            "other",
-            &free,
+            passerelle_store::limiter::AccountLimit {
+                connector: IntegrationType::Xero,
+                account: "other",
+                spec: free
+            },
             Duration::ZERO,
             "t",
             Duration::from_secs(5)
@@ -176,9 +182,11 @@ async fn the_daily_quota_and_a_429_block_apply_to_everyone() {
         .unwrap();
     match s
         .admit(
-            IntegrationType::Xero,
-            "other",
-            &free,
+            passerelle_store::limiter::AccountLimit {
+                connector: IntegrationType::Xero,
+                account: "other",
+                spec: free,
+            },
             Duration::from_millis(500),
             "t",
             Duration::from_secs(5),
@@ -194,9 +202,11 @@ async fn the_daily_quota_and_a_429_block_apply_to_everyone() {
     }
     match s
         .admit(
-            IntegrationType::Xero,
-            "other",
-            &free,
+            passerelle_store::limiter::AccountLimit {
+                connector: IntegrationType::Xero,
+                account: "other",
+                spec: free,
+            },
             Duration::from_secs(5),
             "t",
             Duration::from_secs(5),

@@ -246,14 +246,11 @@ async fn map_ids_upserts_on_either_unique_key_without_constraint_errors() {
     let i = integration(&db, SyncFrequency::Manual).await;
     let s = &db.store;
     let order = MappingEntityType::Order;
-    s.map_ids(i.id, i.tenant_id, order, "1", "SO-1", None, t0())
-        .await
-        .unwrap();
+    s.map_ids(&i, order, "1", "SO-1", None, t0()).await.unwrap();
     // Same internal id, new external id: updated, not duplicated.
     let m = s
         .map_ids(
-            i.id,
-            i.tenant_id,
+            &i,
             order,
             "1",
             "SO-1b",
@@ -269,7 +266,7 @@ async fn map_ids_upserts_on_either_unique_key_without_constraint_errors() {
     );
     assert_eq!(s.internal_id(i.id, order, "SO-1").await.unwrap(), None);
     // Same external id claimed by another internal row: it moves there.
-    s.map_ids(i.id, i.tenant_id, order, "2", "SO-1b", None, t0())
+    s.map_ids(&i, order, "2", "SO-1b", None, t0())
         .await
         .unwrap();
     assert_eq!(
@@ -281,10 +278,8 @@ async fn map_ids_upserts_on_either_unique_key_without_constraint_errors() {
     );
     assert_eq!(s.external_id(i.id, order, "1").await.unwrap(), None);
     // Both keys already taken by two different rows: merged into one.
-    s.map_ids(i.id, i.tenant_id, order, "3", "SO-3", None, t0())
-        .await
-        .unwrap();
-    s.map_ids(i.id, i.tenant_id, order, "3", "SO-1b", None, t0())
+    s.map_ids(&i, order, "3", "SO-3", None, t0()).await.unwrap();
+    s.map_ids(&i, order, "3", "SO-1b", None, t0())
         .await
         .unwrap();
     assert_eq!(
@@ -296,17 +291,9 @@ async fn map_ids_upserts_on_either_unique_key_without_constraint_errors() {
     );
     assert_eq!(s.external_id(i.id, order, "2").await.unwrap(), None);
     // The same ids under another entity type are independent.
-    s.map_ids(
-        i.id,
-        i.tenant_id,
-        MappingEntityType::Product,
-        "3",
-        "SO-1b",
-        None,
-        t0(),
-    )
-    .await
-    .unwrap();
+    s.map_ids(&i, MappingEntityType::Product, "3", "SO-1b", None, t0())
+        .await
+        .unwrap();
     let all = s
         .mappings(
             &MappingFilter {
@@ -319,21 +306,10 @@ async fn map_ids_upserts_on_either_unique_key_without_constraint_errors() {
         .unwrap();
     assert_eq!(all.len(), 2);
     // Metadata survives an update that does not carry any.
-    s.map_ids(
-        i.id,
-        i.tenant_id,
-        order,
-        "9",
-        "SO-9",
-        Some(&meta(json!({"v": 1}))),
-        t0(),
-    )
-    .await
-    .unwrap();
-    let m = s
-        .map_ids(i.id, i.tenant_id, order, "9", "SO-9", None, t0())
+    s.map_ids(&i, order, "9", "SO-9", Some(&meta(json!({"v": 1}))), t0())
         .await
         .unwrap();
+    let m = s.map_ids(&i, order, "9", "SO-9", None, t0()).await.unwrap();
     assert_eq!(m.metadata, Some(json!({"v": 1})));
 }
 
@@ -343,12 +319,8 @@ async fn mapping_metadata_of_a_shape_never_written_is_an_error_naming_the_row() 
     let i = integration(&db, SyncFrequency::Manual).await;
     let s = &db.store;
     let order = MappingEntityType::Order;
-    s.map_ids(i.id, i.tenant_id, order, "1", "SO-1", None, t0())
-        .await
-        .unwrap();
-    s.map_ids(i.id, i.tenant_id, order, "2", "SO-2", None, t0())
-        .await
-        .unwrap();
+    s.map_ids(&i, order, "1", "SO-1", None, t0()).await.unwrap();
+    s.map_ids(&i, order, "2", "SO-2", None, t0()).await.unwrap();
     sqlx::query(
         "UPDATE integration_mappings SET metadata = CASE internal_id
             WHEN '1' THEN '{\"hash\": 5}'::jsonb ELSE 'null'::jsonb END",
@@ -380,12 +352,12 @@ async fn concurrent_map_ids_on_the_same_keys_never_fail() {
     let mut tasks = Vec::new();
     for n in 0..24 {
         let store = db.store.clone();
+        let i = i.clone();
         tasks.push(tokio::spawn(async move {
             let internal = (n % 3).to_string();
             store
                 .map_ids(
-                    i.id,
-                    i.tenant_id,
+                    &i,
                     MappingEntityType::Customer,
                     &internal,
                     "C-1",
@@ -423,8 +395,7 @@ async fn mapping_scopes_and_needs_sync() {
     let b = integration(&db, SyncFrequency::Manual).await;
     let s = &db.store;
     s.map_ids(
-        a.id,
-        a.tenant_id,
+        &a,
         MappingEntityType::Product,
         "1",
         "P1",
@@ -435,8 +406,7 @@ async fn mapping_scopes_and_needs_sync() {
     .unwrap();
     let fresh = s
         .map_ids(
-            a.id,
-            a.tenant_id,
+            &a,
             MappingEntityType::Product,
             "2",
             "P2",
@@ -445,28 +415,12 @@ async fn mapping_scopes_and_needs_sync() {
         )
         .await
         .unwrap();
-    s.map_ids(
-        a.id,
-        a.tenant_id,
-        MappingEntityType::Customer,
-        "1",
-        "C1",
-        None,
-        t0(),
-    )
-    .await
-    .unwrap();
-    s.map_ids(
-        b.id,
-        b.tenant_id,
-        MappingEntityType::Product,
-        "1",
-        "P1",
-        None,
-        t0(),
-    )
-    .await
-    .unwrap();
+    s.map_ids(&a, MappingEntityType::Customer, "1", "C1", None, t0())
+        .await
+        .unwrap();
+    s.map_ids(&b, MappingEntityType::Product, "1", "P1", None, t0())
+        .await
+        .unwrap();
     let f = |integration_id, tenant_id, entity_type, synced_within_hours| MappingFilter {
         integration_id,
         tenant_id,

@@ -430,8 +430,7 @@ async fn a_tombstone_whose_mapping_holds_a_malformed_stock_id_is_refused_not_app
     // A stock mapping whose internal id is not `product:warehouse`.
     h.db.store
         .map_ids(
-            h.integration.id,
-            h.tenant,
+            &h.integration,
             MappingEntityType::Inventory,
             "not-a-stock-id",
             "ERP-STOCK-1",

@@ -90,23 +90,16 @@ fn to_std(d: chrono::Duration) -> Duration {
 }
 
 impl Store {
-    /// Asks for a start slot on `(connector, account)`.
-    #[allow(clippy::too_many_arguments)]
+    /// Asks for a start slot on one account (see [`Store::admit_all`]).
     pub async fn admit(
         &self,
-        connector: IntegrationType,
-        account: &str,
-        spec: &LimitSpec,
+        account: AccountLimit<'_>,
         max_wait: Duration,
         holder: &str,
         permit_ttl: Duration,
     ) -> Result<Admission, StoreError> {
-        let only = AccountLimit {
-            connector,
-            account,
-            spec: *spec,
-        };
-        self.admit_all(&[only], max_wait, holder, permit_ttl).await
+        self.admit_all(&[account], max_wait, holder, permit_ttl)
+            .await
     }
 
     /// Asks for one start slot that every one of `accounts` allows: the request starts at the

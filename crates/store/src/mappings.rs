@@ -1,7 +1,7 @@
 //! ID mappings between platform rows and ERP records (the legacy app's `mapIds`, `getExternalId`,
 //! `getInternalId`, the mapping scopes, `needsSync` and `markSynced`).
 
-use crate::{Store, StoreError};
+use crate::{Integration, Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use passerelle_core::{IntegrationId, TenantId};
 use passerelle_core::{MappingEntityType, MappingMeta};
@@ -50,17 +50,16 @@ impl Store {
     /// legacy app's troubleshooting notes): the internal row takes the new external id, and a
     /// different internal row that held this external id is removed, since one ERP record
     /// cannot stand for two platform rows.
-    #[allow(clippy::too_many_arguments)]
     pub async fn map_ids(
         &self,
-        integration_id: IntegrationId,
-        tenant_id: TenantId,
+        integration: &Integration,
         entity_type: MappingEntityType,
         internal_id: &str,
         external_id: &str,
         metadata: Option<&MappingMeta>,
         now: DateTime<Utc>,
     ) -> Result<Mapping, StoreError> {
+        let (integration_id, tenant_id) = (integration.id, integration.tenant_id);
         let metadata = metadata.map(crate::sync::meta_json).transpose()?;
         for attempt in 1..=MAP_IDS_ATTEMPTS {
             let mut tx = self.pool.begin().await?;

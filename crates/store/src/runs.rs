@@ -274,47 +274,13 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
         if !integration.can_sync() {
-            let run = sqlx::query_as::<_, SyncRun>(
-                "UPDATE sync_runs SET status = 'cancelled', finished_at = now(), lease_owner = NULL,
-                        lease_expires_at = NULL,
-                        error = 'cancelled: the integration was deactivated or deleted after this run was queued'
-                  WHERE id = $1 RETURNING *",
-            )
-            .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let run = cancel_in(&mut tx, run_id).await?;
             tx.commit().await?;
             return Ok(BeginOutcome::Cancelled(run));
         }
-        let taken: Option<(Uuid,)> = sqlx::query_as(
-            "INSERT INTO integration_leases (integration_id, run_id, owner, expires_at)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-             ON CONFLICT (integration_id) DO UPDATE
-                SET run_id = EXCLUDED.run_id, owner = EXCLUDED.owner, acquired_at = now(),
-                    heartbeat_at = now(), expires_at = EXCLUDED.expires_at
-              WHERE integration_leases.expires_at < now()
-                 OR (integration_leases.run_id = EXCLUDED.run_id AND integration_leases.owner = EXCLUDED.owner)
-             RETURNING run_id",
-        )
-        .bind(run.integration_id)
-        .bind(run_id)
-        .bind(owner)
-        .bind(secs(ttl))
-        .fetch_optional(&mut *tx)
-        .await?;
-        if taken.is_none() {
-            let (holder_run, expires_in): (RunId, f64) = sqlx::query_as(
-                "SELECT run_id, GREATEST(EXTRACT(EPOCH FROM expires_at - now()), 0)::float8
-                   FROM integration_leases WHERE integration_id = $1",
-            )
-            .bind(run.integration_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        if let Some(busy) = take_lease_in(&mut tx, run.integration_id, run_id, owner, ttl).await? {
             tx.rollback().await?;
-            return Ok(BeginOutcome::Busy {
-                holder_run,
-                expires_in: Duration::from_secs_f64(expires_in.max(0.0)),
-            });
+            return Ok(busy);
         }
         let run = sqlx::query_as::<_, SyncRun>(
             "UPDATE sync_runs SET status = 'running', started_at = COALESCE(started_at, now()),
@@ -527,4 +493,58 @@ async fn release_in(tx: &mut sqlx::PgConnection, lease: &LeaseToken) -> Result<(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Cancels a run whose integration was deactivated or deleted after it was queued.
+async fn cancel_in(tx: &mut sqlx::PgConnection, run_id: RunId) -> Result<SyncRun, StoreError> {
+    Ok(sqlx::query_as::<_, SyncRun>(
+        "UPDATE sync_runs SET status = 'cancelled', finished_at = now(), lease_owner = NULL,
+                lease_expires_at = NULL,
+                error = 'cancelled: the integration was deactivated or deleted after this run was queued'
+          WHERE id = $1 RETURNING *",
+    )
+    .bind(run_id)
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
+/// Takes the integration's lease for the run (free, expired, or already this owner's), or
+/// says who holds it and for how long.
+async fn take_lease_in(
+    tx: &mut sqlx::PgConnection,
+    integration_id: IntegrationId,
+    run_id: RunId,
+    owner: &str,
+    ttl: Duration,
+) -> Result<Option<BeginOutcome>, StoreError> {
+    let taken: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO integration_leases (integration_id, run_id, owner, expires_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+         ON CONFLICT (integration_id) DO UPDATE
+            SET run_id = EXCLUDED.run_id, owner = EXCLUDED.owner, acquired_at = now(),
+                heartbeat_at = now(), expires_at = EXCLUDED.expires_at
+          WHERE integration_leases.expires_at < now()
+             OR (integration_leases.run_id = EXCLUDED.run_id AND integration_leases.owner = EXCLUDED.owner)
+         RETURNING run_id",
+    )
+    .bind(integration_id)
+    .bind(run_id)
+    .bind(owner)
+    .bind(secs(ttl))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if taken.is_some() {
+        return Ok(None);
+    }
+    let (holder_run, expires_in): (RunId, f64) = sqlx::query_as(
+        "SELECT run_id, GREATEST(EXTRACT(EPOCH FROM expires_at - now()), 0)::float8
+           FROM integration_leases WHERE integration_id = $1",
+    )
+    .bind(integration_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Some(BeginOutcome::Busy {
+        holder_run,
+        expires_in: Duration::from_secs_f64(expires_in.max(0.0)),
+    }))
 }

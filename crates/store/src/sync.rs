@@ -207,40 +207,7 @@ impl Store {
             .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
             .fetch_all(pool).await?
             .into_iter().map(PlatformRecord::Customer).collect(),
-            Entity::Order => {
-                let mut orders = sqlx::query_as::<_, OrderRecord>(
-                    "SELECT o.id, o.order_number, o.customer_id, c.email AS customer_email, o.status, o.currency,
-                            o.total_amount, o.created_at, o.updated_at
-                       FROM platform.orders o LEFT JOIN platform.customers c ON c.id = o.customer_id
-                      WHERE o.tenant_id = $1 AND o.updated_at >= COALESCE($2::timestamptz, '-infinity')
-                        AND (o.updated_at, o.id) > (COALESCE($3::timestamptz, '-infinity'), COALESCE($4::bigint, 0))
-                      ORDER BY o.updated_at, o.id LIMIT $5",
-                )
-                .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
-                .fetch_all(pool).await?;
-                let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
-                let lines = sqlx::query_as::<_, LineRow>(
-                    "SELECT oi.order_id, oi.product_id, p.sku, oi.quantity, oi.unit_price
-                       FROM platform.order_items oi LEFT JOIN platform.products p ON p.id = oi.product_id
-                      WHERE oi.order_id = ANY($1) ORDER BY oi.order_id, oi.id",
-                )
-                .bind(&ids)
-                .fetch_all(pool)
-                .await?;
-                let mut by_order: HashMap<i64, Vec<OrderLine>> = HashMap::with_capacity(ids.len());
-                for l in lines {
-                    by_order.entry(l.order_id).or_default().push(OrderLine {
-                        product_id: l.product_id,
-                        sku: l.sku,
-                        quantity: l.quantity,
-                        unit_price: l.unit_price,
-                    });
-                }
-                for order in &mut orders {
-                    order.items = by_order.remove(&order.id).unwrap_or_default();
-                }
-                orders.into_iter().map(PlatformRecord::Order).collect()
-            }
+            Entity::Order => self.export_orders(tenant_id, since, after_ts, after_id, limit).await?,
             Entity::Invoice => sqlx::query_as::<_, InvoiceRecord>(
                 "SELECT i.id, i.invoice_number, i.order_id, o.order_number, i.customer_id, c.email AS customer_email,
                         i.status, i.currency, i.total_amount, i.issued_at, i.due_at, i.updated_at
@@ -265,6 +232,50 @@ impl Store {
             .fetch_all(pool).await?
             .into_iter().map(PlatformRecord::Inventory).collect(),
         })
+    }
+
+    /// The orders page of an export, with each order's lines (one query for the page).
+    async fn export_orders(
+        &self,
+        tenant_id: TenantId,
+        since: Option<DateTime<Utc>>,
+        after_ts: Option<DateTime<Utc>>,
+        after_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<PlatformRecord>, StoreError> {
+        let pool = &self.pool;
+        let mut orders = sqlx::query_as::<_, OrderRecord>(
+            "SELECT o.id, o.order_number, o.customer_id, c.email AS customer_email, o.status, o.currency,
+                    o.total_amount, o.created_at, o.updated_at
+               FROM platform.orders o LEFT JOIN platform.customers c ON c.id = o.customer_id
+              WHERE o.tenant_id = $1 AND o.updated_at >= COALESCE($2::timestamptz, '-infinity')
+                AND (o.updated_at, o.id) > (COALESCE($3::timestamptz, '-infinity'), COALESCE($4::bigint, 0))
+              ORDER BY o.updated_at, o.id LIMIT $5",
+        )
+        .bind(tenant_id).bind(since).bind(after_ts).bind(after_id).bind(limit)
+        .fetch_all(pool).await?;
+        let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
+        let lines = sqlx::query_as::<_, LineRow>(
+            "SELECT oi.order_id, oi.product_id, p.sku, oi.quantity, oi.unit_price
+               FROM platform.order_items oi LEFT JOIN platform.products p ON p.id = oi.product_id
+              WHERE oi.order_id = ANY($1) ORDER BY oi.order_id, oi.id",
+        )
+        .bind(&ids)
+        .fetch_all(pool)
+        .await?;
+        let mut by_order: HashMap<i64, Vec<OrderLine>> = HashMap::with_capacity(ids.len());
+        for l in lines {
+            by_order.entry(l.order_id).or_default().push(OrderLine {
+                product_id: l.product_id,
+                sku: l.sku,
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+            });
+        }
+        for order in &mut orders {
+            order.items = by_order.remove(&order.id).unwrap_or_default();
+        }
+        Ok(orders.into_iter().map(PlatformRecord::Order).collect())
     }
 
     /// Existing mappings of these internal ids.
