@@ -11,6 +11,26 @@
 /// `read_page`, and its `capabilities` and `http` fields); this only wires them to the trait,
 /// so the five impls do not repeat one another.
 macro_rules! http_connector {
+    // A connector whose payloads come from `$map(&settings, record)` and whose payloads
+    // name every record an order or invoice refers to (its customer and products).
+    ($connector:ty, $kind:expr, $map:path) => {
+        impl $connector {
+            fn payload(
+                &self,
+                record: &passerelle_core::platform::PlatformRecord,
+            ) -> Result<serde_json::Value, $crate::ConnectorError> {
+                $map(&self.settings, record)
+            }
+
+            fn refers_to(
+                &self,
+                record: &passerelle_core::platform::PlatformRecord,
+            ) -> Vec<$crate::Reference> {
+                record.references()
+            }
+        }
+        http_connector!($connector, $kind);
+    };
     ($connector:ty, $kind:expr) => {
         #[async_trait::async_trait]
         impl $crate::Connector for $connector {

@@ -45,8 +45,7 @@ pub use settings::DynamicsSettings;
 use crate::http::{HttpOptions, HttpRuntime, Redactor};
 use crate::oauth::{ClientCredentials, ClientCredentialsIssuer};
 use crate::rate::RateKey;
-use crate::{Capabilities, ConnectorContext, ConnectorError, Idempotency, Reference};
-use passerelle_core::platform::PlatformRecord;
+use crate::{Capabilities, ConnectorContext, ConnectorError, Idempotency};
 use passerelle_core::vault::Credentials;
 use passerelle_core::{Entity, IntegrationType};
 use serde_json::Value;
@@ -149,18 +148,9 @@ impl DynamicsConnector {
     }
 }
 
-http_connector!(DynamicsConnector, IntegrationType::Dynamics365);
-
-impl DynamicsConnector {
-    fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
-        map_record(&self.settings, record)
-    }
-
-    /// The customer, and an order's products (lines bind their product row).
-    fn refers_to(&self, record: &PlatformRecord) -> Vec<Reference> {
-        record.references()
-    }
-}
+// Lines name their item by id (QuickBooks) or bind their product row (Dataverse): the
+// payload refers to the customer and every product.
+http_connector!(DynamicsConnector, IntegrationType::Dynamics365, map_record);
 
 #[cfg(test)]
 pub(crate) mod tests {

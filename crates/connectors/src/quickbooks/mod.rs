@@ -34,9 +34,8 @@ pub use settings::{OrderDocument, QuickBooksSettings};
 use crate::http::{HttpOptions, HttpRuntime, Redactor};
 use crate::oauth::{Issuer, OAuthTokens};
 use crate::rate::RateKey;
-use crate::{Capabilities, ConnectorContext, ConnectorError, Idempotency, Reference};
+use crate::{Capabilities, ConnectorContext, ConnectorError, Idempotency};
 use passerelle_core::IntegrationType;
-use passerelle_core::platform::PlatformRecord;
 use passerelle_core::vault::Credentials;
 use serde_json::Value;
 
@@ -122,23 +121,15 @@ impl QuickBooksConnector {
     }
 }
 
-http_connector!(QuickBooksConnector, IntegrationType::QuickBooks);
-
-impl QuickBooksConnector {
-    fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
-        map_record(&self.settings, record)
-    }
-
-    /// The customer, and an order's products (lines name their item by id).
-    fn refers_to(&self, record: &PlatformRecord) -> Vec<Reference> {
-        record.references()
-    }
-}
+// Lines name their item by id (QuickBooks) or bind their product row (Dataverse): the
+// payload refers to the customer and every product.
+http_connector!(QuickBooksConnector, IntegrationType::QuickBooks, map_record);
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use chrono::{DateTime, TimeZone, Utc};
+    use passerelle_core::platform::PlatformRecord;
     use passerelle_core::platform::{
         CustomerRecord, InvoiceRecord, OrderLine, OrderRecord, ProductRecord,
     };
