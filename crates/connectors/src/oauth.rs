@@ -198,6 +198,32 @@ impl OAuthTokens {
         })
     }
 
+    /// Sends the call `build` makes around a bearer token, through `runtime` (tokens are
+    /// refreshed through `token_runtime`). A 401 means the token was revoked or expired
+    /// early: it is refreshed once and the call repeated; a second 401 is `refused`. Errors
+    /// come back redacted.
+    pub async fn send_authorised(
+        &self,
+        token_runtime: &HttpRuntime,
+        runtime: &HttpRuntime,
+        vendor: &str,
+        refused: &str,
+        build: impl Fn(HeaderValue) -> HttpCall,
+    ) -> Result<crate::http::HttpReply, ConnectorError> {
+        let mut force = false;
+        for attempt in 0..2 {
+            let token = self.access_token(token_runtime, force).await?;
+            let call = build(bearer(&token, vendor)?);
+            match runtime.send(&call).await {
+                Err(ConnectorError::Auth { .. }) if attempt == 0 => force = true,
+                other => return other.map_err(|e| runtime.redactor().error(e)),
+            }
+        }
+        Err(ConnectorError::Auth {
+            message: refused.to_owned(),
+        })
+    }
+
     /// A valid access token; refreshes (storing a rotated token first) when it is about to
     /// expire or when `force` (the ERP answered 401).
     pub async fn access_token(

@@ -102,28 +102,21 @@ impl QuickBooksConnector {
         }
         let runtime = if batch { &self.batch_http } else { &self.http };
         let has_request_id = query.iter().any(|(k, _)| *k == "requestid");
-        let mut force = false;
-        for attempt in 0..2 {
-            let token = self.tokens.access_token(&self.http, force).await?;
-            let bearer = crate::oauth::bearer(&token, "Intuit")?;
-            // A POST is safe to repeat only with a requestid: QuickBooks replays it.
-            let idempotent = method == Method::GET || has_request_id;
-            let headers = vec![(AUTHORIZATION, bearer)];
-            let call = crate::json_call(
+        // A POST is safe to repeat only with a requestid: QuickBooks replays it.
+        let idempotent = method == Method::GET || has_request_id;
+        let build = |bearer| {
+            crate::json_call(
                 method.clone(),
                 url.clone(),
-                headers,
+                vec![(AUTHORIZATION, bearer)],
                 body.clone(),
                 idempotent,
-            );
-            match runtime.send(&call).await {
-                Err(ConnectorError::Auth { .. }) if attempt == 0 => force = true,
-                other => return other.map_err(|e| runtime.redactor().error(e)),
-            }
-        }
-        Err(ConnectorError::Auth {
-            message: "Intuit refused a freshly refreshed access token; check the app's scope (com.intuit.quickbooks.accounting) and that it is connected to this company".into(),
-        })
+            )
+        };
+        let refused = "Intuit refused a freshly refreshed access token; check the app's scope (com.intuit.quickbooks.accounting) and that it is connected to this company";
+        self.tokens
+            .send_authorised(&self.http, runtime, "Intuit", refused, build)
+            .await
     }
 
     /// Runs a query; the entities it found.

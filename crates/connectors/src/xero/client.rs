@@ -49,14 +49,12 @@ impl XeroConnector {
             }
         }
         let keyed = extra.iter().any(|(n, _)| n.as_str() == "idempotency-key");
-        let mut force = false;
-        for attempt in 0..2 {
-            let token = self.tokens.access_token(&self.http, force).await?;
-            let mut headers = vec![(AUTHORIZATION, crate::oauth::bearer(&token, "Xero")?)];
+        let idempotent = method != Method::POST && method != Method::PUT || keyed;
+        let build = |bearer| {
+            let mut headers = vec![(AUTHORIZATION, bearer)];
             headers.extend(header("xero-tenant-id", &self.settings.tenant_id));
             headers.extend(extra.iter().cloned());
-            let idempotent = method != Method::POST && method != Method::PUT || keyed;
-            let call = HttpCall {
+            HttpCall {
                 conflict_means_in_flight: keyed,
                 ..crate::json_call(
                     method.clone(),
@@ -65,13 +63,12 @@ impl XeroConnector {
                     body.clone(),
                     idempotent,
                 )
-            };
-            match self.http.send(&call).await {
-                Err(ConnectorError::Auth { .. }) if attempt == 0 => force = true,
-                other => return other.map_err(|e| self.http.redactor().error(e)),
             }
-        }
-        Err(ConnectorError::Auth { message: "Xero refused a freshly refreshed access token; check the app's scopes and the tenant connection".into() })
+        };
+        let refused = "Xero refused a freshly refreshed access token; check the app's scopes and the tenant connection";
+        self.tokens
+            .send_authorised(&self.http, &self.http, "Xero", refused, build)
+            .await
     }
 
     /// Proves the token and that the app is connected to the tenant (`GET /connections`).
