@@ -565,6 +565,17 @@ pub(crate) async fn in_order_concurrently<F: std::future::Future>(
     out.into_iter().map(|(_, output)| output).collect()
 }
 
+/// The context the connectors' unit tests build with: loopback allowed, no gate, no store.
+#[cfg(test)]
+pub(crate) fn test_context() -> ConnectorContext {
+    ConnectorContext {
+        url_policy: UrlPolicy {
+            allow_private_networks: true,
+        },
+        ..ConnectorContext::default()
+    }
+}
+
 #[cfg(test)]
 mod concurrency_tests {
     use super::in_order_concurrently;

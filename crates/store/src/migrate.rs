@@ -15,15 +15,22 @@ use std::str::FromStr;
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
-/// Creates the database named in `url` when it does not exist. Returns whether it created it.
-pub async fn ensure_database(url: &str) -> Result<bool, StoreError> {
+/// The database `url` names, and a connection to the server's `postgres` database to create
+/// or drop it from.
+async fn admin_connection(url: &str) -> Result<(String, PgConnection), StoreError> {
     let options =
         PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
     let name = options
         .get_database()
         .ok_or_else(|| StoreError::InvalidUrl("the URL names no database".into()))?
         .to_owned();
-    let mut admin = options.clone().database("postgres").connect().await?;
+    let admin = options.database("postgres").connect().await?;
+    Ok((name, admin))
+}
+
+/// Creates the database named in `url` when it does not exist. Returns whether it created it.
+pub async fn ensure_database(url: &str) -> Result<bool, StoreError> {
+    let (name, mut admin) = admin_connection(url).await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)
@@ -53,13 +60,7 @@ pub async fn ensure_database(url: &str) -> Result<bool, StoreError> {
 /// Drops the database named in `url`, if it exists, disconnecting its sessions first (`WITH
 /// (FORCE)`): the demo and the benchmark start from an empty database every time.
 pub async fn drop_database(url: &str) -> Result<(), StoreError> {
-    let options =
-        PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
-    let name = options
-        .get_database()
-        .ok_or_else(|| StoreError::InvalidUrl("the URL names no database".into()))?
-        .to_owned();
-    let mut admin = options.database("postgres").connect().await?;
+    let (name, mut admin) = admin_connection(url).await?;
     let statement = format!(
         "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
         name.replace('"', "\"\"")

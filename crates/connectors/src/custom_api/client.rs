@@ -27,15 +27,10 @@ impl CustomApiConnector {
         if let Some(key) = idempotency_key.and_then(|k| HeaderValue::from_str(k).ok()) {
             headers.push((HeaderName::from_static("idempotency-key"), key));
         }
+        let idempotent = method != Method::POST || idempotency_key.is_some();
         HttpCall {
-            idempotent: method != Method::POST || idempotency_key.is_some(),
             conflict_means_in_flight: idempotency_key.is_some(),
-            method,
-            url,
-            headers,
-            body,
-            raw: None,
-            form: None,
+            ..crate::json_call(method, url, headers, body, idempotent)
         }
     }
 

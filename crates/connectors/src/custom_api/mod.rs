@@ -131,11 +131,6 @@ pub(crate) mod tests {
     use crate::ConnectorContext;
 
     pub(crate) fn ctx() -> ConnectorContext {
-        ConnectorContext {
-            url_policy: crate::UrlPolicy {
-                allow_private_networks: true,
-            },
-            ..ConnectorContext::default()
-        }
+        crate::test_context()
     }
 }

@@ -176,12 +176,7 @@ pub(crate) mod tests {
     use serde_json::json;
 
     pub(crate) fn ctx() -> ConnectorContext {
-        ConnectorContext {
-            url_policy: crate::UrlPolicy {
-                allow_private_networks: true,
-            },
-            ..ConnectorContext::default()
-        }
+        crate::test_context()
     }
 
     pub(crate) fn connector(extra: Value) -> SapB1Connector {
