@@ -497,27 +497,34 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        // Quorum queues cost the broker memory each: remove this test's topology.
-        let prefix = self.prefix.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let topology = passerelle_queue::Topology {
-                    prefix,
-                    delivery_limit: 5,
-                    retry_delays: [1, 2, 4].map(Duration::from_secs).to_vec(),
-                };
-                if let Ok(broker) = passerelle_queue::Broker::connect(&amqp_url(), topology).await {
-                    let _ = broker.delete_topology().await;
-                    broker.close().await;
-                }
-            });
-        })
-        .join();
+        delete_topology(&self.prefix, &[1, 2, 4]);
     }
+}
+
+/// Removes a test's queues and exchanges (quorum queues cost the broker memory each). Runs on
+/// a thread of its own: `Drop` has no runtime to borrow.
+pub fn delete_topology(prefix: &str, retry_delays_secs: &[u64]) {
+    let topology = passerelle_queue::Topology {
+        prefix: prefix.to_owned(),
+        delivery_limit: 5,
+        retry_delays: retry_delays_secs
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect(),
+    };
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            if let Ok(broker) = passerelle_queue::Broker::connect(&amqp_url(), topology).await {
+                let _ = broker.delete_topology().await;
+                broker.close().await;
+            }
+        });
+    })
+    .join();
 }
 
 /// A worker process, killed (SIGKILL) on drop unless it already exited.

@@ -308,28 +308,7 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        let prefix = self.prefix.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut settings = Settings::default();
-                settings.amqp.prefix = prefix;
-                settings.amqp.retry_delays_secs = vec![1, 2];
-                if let Ok(broker) = passerelle_queue::Broker::connect(
-                    &amqp_url(),
-                    passerelle::app::topology(&settings),
-                )
-                .await
-                {
-                    let _ = broker.delete_topology().await;
-                    broker.close().await;
-                }
-            });
-        })
-        .join();
+        crate::support::delete_topology(&self.prefix, &[1, 2]);
     }
 }
 

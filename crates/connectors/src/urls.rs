@@ -94,6 +94,17 @@ pub fn shown(url: &Url) -> String {
     }
 }
 
+/// Appends query parameters (percent-encoded) to a request URL.
+pub fn append_query(url: &mut Url, query: &[(&str, String)]) {
+    if query.is_empty() {
+        return;
+    }
+    let mut pairs = url.query_pairs_mut();
+    for (k, v) in query {
+        pairs.append_pair(k, v);
+    }
+}
+
 /// `base` with the `/`-separated segments of `path` appended, whether `base` ends with a
 /// slash or not (`https://api.xero.com` + `/connections` is `https://api.xero.com/connections`,
 /// never `//connections`). Each segment is percent-encoded as a path segment needs.

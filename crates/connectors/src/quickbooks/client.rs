@@ -93,13 +93,9 @@ impl QuickBooksConnector {
     ) -> Result<HttpReply, ConnectorError> {
         let batch = path == "/batch";
         let mut url = self.settings.company(path);
-        {
-            let mut q = url.query_pairs_mut();
-            for (k, v) in query {
-                q.append_pair(k, v);
-            }
-            q.append_pair("minorversion", MINOR_VERSION);
-        }
+        crate::urls::append_query(&mut url, query);
+        url.query_pairs_mut()
+            .append_pair("minorversion", MINOR_VERSION);
         let runtime = if batch { &self.batch_http } else { &self.http };
         let has_request_id = query.iter().any(|(k, _)| *k == "requestid");
         // A POST is safe to repeat only with a requestid: QuickBooks replays it.

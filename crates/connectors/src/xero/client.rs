@@ -42,12 +42,7 @@ impl XeroConnector {
         extra: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<HttpReply, ConnectorError> {
         let mut url = self.settings.api(path);
-        if !query.is_empty() {
-            let mut q = url.query_pairs_mut();
-            for (k, v) in query {
-                q.append_pair(k, v);
-            }
-        }
+        crate::urls::append_query(&mut url, query);
         let keyed = extra.iter().any(|(n, _)| n.as_str() == "idempotency-key");
         let idempotent = method != Method::POST && method != Method::PUT || keyed;
         let build = |bearer| {

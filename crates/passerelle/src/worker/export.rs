@@ -141,12 +141,8 @@ async fn prepare(
             }
             Some(known) => plan_update(step, entity, record, internal_id, known, payload, hash),
             None => {
-                let planned = plan_create(
-                    internal_id,
-                    payload,
-                    hash,
-                    intents.get(&record.internal_id()),
-                );
+                let earlier = intents.get(&internal_id);
+                let planned = plan_create(internal_id, payload, hash, earlier);
                 if !planned.op.retried_create {
                     new_intents.push(prepared.planned.len());
                 }
