@@ -7,6 +7,7 @@
 
 mod support;
 
+mod api;
 mod config_cli;
 mod dynamics;
 mod erp;

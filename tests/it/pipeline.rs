@@ -366,14 +366,10 @@ async fn refused_credentials_fail_the_run_and_flag_the_integration() {
     let env = Env::new("auth").await;
     let seeded = env.db.store.seed_tenant("Acme", 5, 5, 5).await.unwrap();
     let integration = env.integration(seeded.tenant_id, "orders", "export");
-    let (out, _, stderr) = run(env.cmd().args([
-        "integrations",
-        "update",
-        &integration.to_string(),
-        "--credentials",
-        "{\"api_key\":\"wrong-key-1234\"}",
-    ]));
-    assert!(out.status.success(), "{stderr}");
+    env.reconfigure(
+        integration,
+        &["--credentials", "{\"api_key\":\"wrong-key-1234\"}"],
+    );
     let _w = env.worker(1);
     let (out, stdout, stderr) = run(env.cmd().args(["sync", &integration.to_string(), "--wait"]));
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
@@ -674,9 +670,8 @@ async fn a_create_still_in_flight_at_the_erp_is_waited_for_not_abandoned() {
     let integration = env.integration(seeded.tenant_id, "orders", "export");
     // Our requests time out after 1 s; the ERP takes 2.5 s over the first create, so our
     // retry of it meets a 409 "still in flight".
-    let (out, _, stderr) = run(env.cmd().args(["integrations", "update", &integration.to_string(), "--settings",
-        &serde_json::json!({"api_url": env.sandbox.custom_api_url(), "timeout_secs": 1, "concurrency": 1}).to_string()]));
-    assert!(out.status.success(), "{stderr}");
+    let settings = serde_json::json!({"api_url": env.sandbox.custom_api_url(), "timeout_secs": 1, "concurrency": 1});
+    env.reconfigure(integration, &["--settings", &settings.to_string()]);
     env.sandbox.custom_api().inject(
         &env.api_key,
         Fault::Latency {
@@ -804,14 +799,7 @@ async fn our_own_rate_limit_is_shared_by_the_fleet_and_keeps_us_under_the_erps()
     let mut ids = Vec::new();
     for tenant in [a.tenant_id, b.tenant_id] {
         let id = env.integration(tenant, "orders", "export");
-        let (out, _, stderr) = run(env.cmd().args([
-            "integrations",
-            "update",
-            &id.to_string(),
-            "--settings",
-            &settings,
-        ]));
-        assert!(out.status.success(), "{stderr}");
+        env.reconfigure(id, &["--settings", &settings]);
         ids.push(id);
     }
     let _w1 = env.worker(2);

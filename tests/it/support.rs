@@ -400,6 +400,25 @@ impl Env {
         id
     }
 
+    /// Changes an integration through the CLI (`integrations update <id> <args>`) and activates
+    /// it again: a change of settings or credentials puts an active integration back to
+    /// `testing`, as it would for an admin.
+    pub fn reconfigure(&self, integration: IntegrationId, args: &[&str]) {
+        let id = integration.to_string();
+        let (out, stdout, stderr) = run(self
+            .cmd()
+            .args(["--output", "json", "integrations", "update", &id])
+            .args(args));
+        assert!(out.status.success(), "update failed: {stderr}");
+        let status = serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["status"].clone();
+        assert_eq!(
+            status, "testing",
+            "a reconfigured active integration is retested"
+        );
+        let (out, _, stderr) = run(self.cmd().args(["integrations", "activate", &id]));
+        assert!(out.status.success(), "activate failed: {stderr}");
+    }
+
     /// Enqueues a manual sync through the CLI and returns the run id.
     pub fn sync(&self, integration: IntegrationId) -> RunId {
         let (out, stdout, stderr) =

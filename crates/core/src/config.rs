@@ -25,6 +25,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub scheduler: SchedulerSettings,
     pub http: HttpSettings,
+    pub api: ApiSettings,
     pub log: LogSettings,
 }
 
@@ -269,6 +270,31 @@ impl Default for HttpSettings {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Address the admin API listens on (`passerelle api`).
+    pub listen: String,
+    /// Largest request body accepted, in bytes; a larger one is refused with `413`.
+    pub max_body_bytes: usize,
+    /// Failed authentications one client address may make per minute before it is refused
+    /// with `429` for the rest of that minute.
+    pub auth_failures_per_minute: u32,
+    /// Longest page a listing returns, whatever `limit` asks for.
+    pub max_page_size: u32,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            auth_failures_per_minute: 20,
+            max_page_size: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// `tracing` filter directive, e.g. `info` or `passerelle=debug,sqlx=warn`. `RUST_LOG`
     /// overrides it when set.
@@ -379,6 +405,13 @@ impl Settings {
         at_least("worker.max_attempts", self.worker.max_attempts.into(), 1);
         at_least("scheduler.interval_ms", self.scheduler.interval_ms, 10);
         at_least("scheduler.batch_size", self.scheduler.batch_size.into(), 1);
+        at_least("api.max_body_bytes", self.api.max_body_bytes as u64, 1024);
+        at_least(
+            "api.auth_failures_per_minute",
+            self.api.auth_failures_per_minute.into(),
+            1,
+        );
+        at_least("api.max_page_size", self.api.max_page_size.into(), 1);
         at_least(
             "scheduler.republish_after_secs",
             self.scheduler.republish_after_secs,
@@ -444,6 +477,7 @@ impl Settings {
             "worker": self.worker,
             "scheduler": self.scheduler,
             "http": self.http,
+            "api": self.api,
             "log": self.log,
         })
     }

@@ -26,6 +26,7 @@ macro_rules! label_enum {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[cfg_attr(feature = "sqlx", derive(sqlx::Type))]
         #[cfg_attr(feature = "sqlx", sqlx(type_name = $pg))]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $name {
             $(
                 $(#[$vmeta])*
@@ -219,6 +220,14 @@ impl RunStatus {
             self,
             RunStatus::Succeeded | RunStatus::Partial | RunStatus::Failed | RunStatus::Cancelled
         )
+    }
+}
+
+label_enum! {
+    /// What an admin API token may do: a viewer reads, an admin also writes.
+    ApiRole, "api_role", "token role" {
+        Admin => "admin",
+        Viewer => "viewer",
     }
 }
 

@@ -30,6 +30,7 @@ macro_rules! row_id {
         )]
         #[serde(transparent)]
         #[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = i64))]
         pub struct $name(pub i64);
 
         impl fmt::Display for $name {
@@ -66,6 +67,11 @@ row_id!(
     TenantId,
     "tenant id"
 );
+row_id!(
+    /// An `api_tokens` row (the token's public handle; the secret is never stored).
+    ApiTokenId,
+    "token id"
+);
 
 /// A `sync_runs` row: one run of one integration, named before it is enqueued.
 #[derive(
@@ -73,6 +79,7 @@ row_id!(
 )]
 #[serde(transparent)]
 #[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
 pub struct RunId(pub Uuid);
 
 impl RunId {

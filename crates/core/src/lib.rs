@@ -18,5 +18,7 @@ pub mod vault;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domain::*;
-pub use ids::{IdParseError, IntegrationId, InternalId, InternalIdError, RunId, TenantId};
+pub use ids::{
+    ApiTokenId, IdParseError, IntegrationId, InternalId, InternalIdError, RunId, TenantId,
+};
 pub use mapping::MappingMeta;

@@ -58,6 +58,25 @@ pub enum Command {
     Scheduler(SchedulerArgs),
     /// Run the worker role: consume and execute sync jobs.
     Worker(WorkerArgs),
+    /// An integration's logs, newest first (the legacy app's log screens), or all of them
+    /// exported as CSV or NDJSON.
+    Logs(LogsArgs),
+    /// An integration's ID mappings (platform row ↔ ERP record).
+    Mappings(MappingsArgs),
+    /// An integration's runs, newest first.
+    Runs(RunsArgs),
+    /// The dashboard of one tenant: totals, success rate and each integration's health.
+    Stats {
+        #[arg(long)]
+        tenant: TenantId,
+    },
+    /// Run the admin HTTP API (`/api/v1`, bearer tokens; listens on [api] listen).
+    Api(ApiArgs),
+    /// Manage the admin API's bearer tokens.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// Serve the ERP simulators on loopback.
     #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
@@ -183,6 +202,94 @@ pub struct SyncArgs {
     /// Give up waiting after this many seconds (the run goes on).
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub integration: IntegrationId,
+    /// product, customer, order, invoice or inventory.
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// success, failed or pending.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// export or import.
+    #[arg(long)]
+    pub direction: Option<String>,
+    /// create, update, delete or sync.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Rows written since: an RFC 3339 time, or an age such as `24h`, `7d`, `30m`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Rows written before: an RFC 3339 time, or an age.
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long)]
+    pub internal_id: Option<String>,
+    #[arg(long)]
+    pub external_id: Option<String>,
+    /// Rows to show (ignored by --export, which writes every matching row).
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Write every matching row to stdout as `csv` or `ndjson`, streamed.
+    #[arg(long)]
+    pub export: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MappingsArgs {
+    pub integration: IntegrationId,
+    #[arg(long)]
+    pub entity: Option<String>,
+    #[arg(long)]
+    pub internal_id: Option<String>,
+    #[arg(long)]
+    pub external_id: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    pub integration: IntegrationId,
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Address to listen on, overriding [api] listen (e.g. 0.0.0.0:8080).
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Make a token for one tenant; it is printed once and only its digest is stored.
+    Create(TokenCreateArgs),
+    /// List tokens (never their secrets), newest first.
+    List {
+        #[arg(long)]
+        tenant: Option<TenantId>,
+    },
+    /// Revoke a token at once.
+    Revoke { id: passerelle_core::ApiTokenId },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    #[arg(long)]
+    pub tenant: TenantId,
+    /// `admin` (read and write) or `viewer` (read only).
+    #[arg(long)]
+    pub role: String,
+    /// A name to recognise the token by (default: `<role>-<date>`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime: `90d`, `12h`, `30m`, or `never`.
+    #[arg(long, default_value = "90d")]
+    pub expires: String,
 }
 
 #[derive(Debug, Args)]

@@ -2,9 +2,11 @@
 //! layer behind the CLI. The `passerelle` binary is a thin `main` over [`commands::run`]; tests
 //! build a worker's parts themselves and run one job in-process.
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod commands;
+pub mod export;
 pub mod outbox;
 pub mod output;
 pub mod scheduler;

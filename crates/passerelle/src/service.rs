@@ -13,6 +13,9 @@ use passerelle_store::{Integration, IntegrationPatch, NewIntegration, Store, Sto
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// Input that names what is wrong with each field, all at once.
+    #[error("{}", describe_fields(.0))]
+    Fields(Vec<FieldError>),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -25,6 +28,31 @@ pub enum ServiceError {
         "the run was created but could not be enqueued ({0}); the scheduler's outbox will publish it"
     )]
     Publish(String),
+}
+
+/// One field of an admin's input and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field's name in the request (`type`, `entities[1]`, `settings`, ...).
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self {
+            field: field.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+fn describe_fields(errors: &[FieldError]) -> String {
+    let each: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect();
+    format!("invalid input: {}", each.join("; "))
 }
 
 /// Admin input for the integration fields both create and update accept.
@@ -44,40 +72,93 @@ struct ParsedFields {
     credentials: Option<Credentials>,
 }
 
-fn parse_fields(input: &FieldsInput) -> Result<ParsedFields, ServiceError> {
-    let invalid = |e: passerelle_core::domain::UnknownLabel| ServiceError::Invalid(e.to_string());
+/// Collects every field's error rather than stopping at the first.
+#[derive(Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn check<T, E: std::fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        result
+            .map_err(|e| self.0.push(FieldError::new(field, e)))
+            .ok()
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, ServiceError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ServiceError::Fields(self.0))
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if name.trim().is_empty() || len > 255 {
+        return Err(format!("must be 1 to 255 characters, got {len}"));
+    }
+    Ok(())
+}
+
+/// Parses and validates the fields for an integration of `integration_type` (unknown when
+/// its own label was refused: the type-specific checks are then skipped). `settings` are
+/// the integration's settings after the change, for checking new credentials against.
+fn parse_fields(
+    problems: &mut Problems,
+    input: &FieldsInput,
+    integration_type: Option<IntegrationType>,
+    settings: Option<&serde_json::Value>,
+    ctx: &ConnectorContext,
+) -> ParsedFields {
     let direction = input
         .direction
         .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(invalid)?;
+        .and_then(|d| problems.check("direction", d.parse::<SyncDirection>()));
     let frequency = input
         .frequency
         .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(invalid)?;
-    let entities = match &input.entities {
-        None => None,
-        Some(list) => Some(
-            list.iter()
-                .map(|e| parse_entity(e))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-    };
-    let credentials = input
-        .credentials
-        .clone()
-        .map(Credentials::from_value)
-        .transpose()
-        .map_err(|e| ServiceError::Invalid(format!("credentials: {e}")))?;
-    Ok(ParsedFields {
+        .and_then(|f| problems.check("frequency", f.parse::<SyncFrequency>()));
+    let entities = input.entities.as_ref().map(|list| {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, e)| problems.check(&format!("entities[{i}]"), parse_entity(e)))
+            .collect::<Vec<_>>()
+    });
+    let credentials = input.credentials.clone().and_then(|c| {
+        problems.check(
+            "credentials",
+            Credentials::from_value(c).map_err(|e| e.to_string()),
+        )
+    });
+    if let Some(integration_type) = integration_type {
+        let settings_ok = input.settings.is_none()
+            || problems
+                .check(
+                    "settings",
+                    passerelle_connectors::validate_settings(
+                        integration_type,
+                        input.settings.as_ref(),
+                        ctx,
+                    ),
+                )
+                .is_some();
+        // New credentials are checked by building the connector they are for (no request is
+        // made): a missing field is refused now, not at the first sync.
+        if let (true, Some(c)) = (settings_ok, &credentials)
+            && passerelle_connectors::is_available(integration_type)
+        {
+            problems.check(
+                "credentials",
+                passerelle_connectors::build(integration_type, settings, Some(c), ctx).map(|_| ()),
+            );
+        }
+    }
+    ParsedFields {
         direction,
         frequency,
         entities,
         credentials,
-    })
+    }
 }
 
 /// Accepts the singular (`order`) and the legacy app's plural (`orders`).
@@ -93,6 +174,18 @@ pub fn parse_entity(raw: &str) -> Result<Entity, ServiceError> {
         .map_err(|e| ServiceError::Invalid(e.to_string()))
 }
 
+/// The five `sync_<entity>` switches as the list says.
+fn entity_switches(entities: &[Entity]) -> [bool; 5] {
+    [
+        Entity::Product,
+        Entity::Customer,
+        Entity::Order,
+        Entity::Invoice,
+        Entity::Inventory,
+    ]
+    .map(|e| entities.contains(&e))
+}
+
 pub async fn create(
     store: &Store,
     vault: Option<&Vault>,
@@ -102,11 +195,20 @@ pub async fn create(
     integration_type: &str,
     fields: &FieldsInput,
 ) -> Result<Integration, ServiceError> {
-    let integration_type: IntegrationType = integration_type
-        .parse()
-        .map_err(|e: passerelle_core::domain::UnknownLabel| ServiceError::Invalid(e.to_string()))?;
-    let parsed = parse_fields(fields)?;
-    passerelle_connectors::validate_settings(integration_type, fields.settings.as_ref(), ctx)?;
+    let mut problems = Problems::default();
+    problems.check("name", check_name(name));
+    let integration_type = problems.check("type", integration_type.parse::<IntegrationType>());
+    let parsed = parse_fields(
+        &mut problems,
+        fields,
+        integration_type,
+        fields.settings.as_ref(),
+        ctx,
+    );
+    let integration_type = problems.finish(integration_type)?;
+    let Some(integration_type) = integration_type else {
+        return Err(ServiceError::Invalid("type is required".into()));
+    };
     let mut new = NewIntegration::new(tenant_id, name, integration_type);
     new.settings = fields.settings.clone();
     new.credentials = parsed.credentials;
@@ -117,11 +219,13 @@ pub async fn create(
         new.sync_frequency = f;
     }
     if let Some(entities) = parsed.entities {
-        new.sync_products = entities.contains(&Entity::Product);
-        new.sync_customers = entities.contains(&Entity::Customer);
-        new.sync_orders = entities.contains(&Entity::Order);
-        new.sync_invoices = entities.contains(&Entity::Invoice);
-        new.sync_inventory = entities.contains(&Entity::Inventory);
+        [
+            new.sync_products,
+            new.sync_customers,
+            new.sync_orders,
+            new.sync_invoices,
+            new.sync_inventory,
+        ] = entity_switches(&entities);
     }
     if !store.tenant_exists(tenant_id).await? {
         return Err(ServiceError::Invalid(format!(
@@ -131,40 +235,51 @@ pub async fn create(
     Ok(store.create_integration(vault, new).await?)
 }
 
+/// Applies the fields given. Changing the credentials or settings of an active integration
+/// puts it back to `testing`: the legacy app warns that such changes need a new test, and a
+/// sync should not run on an untested configuration.
 pub async fn update(
     store: &Store,
     vault: Option<&Vault>,
     ctx: &ConnectorContext,
-    id: IntegrationId,
+    current: &Integration,
     name: Option<String>,
     fields: &FieldsInput,
 ) -> Result<Integration, ServiceError> {
-    let current = store.integration(id).await?;
-    let parsed = parse_fields(fields)?;
-    if fields.settings.is_some() {
-        passerelle_connectors::validate_settings(
-            current.integration_type,
-            fields.settings.as_ref(),
-            ctx,
-        )?;
+    let mut problems = Problems::default();
+    if let Some(name) = &name {
+        problems.check("name", check_name(name));
     }
+    let settings = fields.settings.as_ref().or(current.settings.as_ref());
+    let parsed = parse_fields(
+        &mut problems,
+        fields,
+        Some(current.integration_type),
+        settings,
+        ctx,
+    );
+    problems.finish(())?;
+    let reconfigured = fields.settings.is_some() || parsed.credentials.is_some();
     let mut patch = IntegrationPatch {
         name,
         settings: fields.settings.clone(),
         credentials: parsed.credentials,
         sync_direction: parsed.direction,
         sync_frequency: parsed.frequency,
+        status: (reconfigured && current.status == IntegrationStatus::Active)
+            .then_some(IntegrationStatus::Testing),
         ..Default::default()
     };
     if let Some(entities) = parsed.entities {
-        patch.sync_products = Some(entities.contains(&Entity::Product));
-        patch.sync_customers = Some(entities.contains(&Entity::Customer));
-        patch.sync_orders = Some(entities.contains(&Entity::Order));
-        patch.sync_invoices = Some(entities.contains(&Entity::Invoice));
-        patch.sync_inventory = Some(entities.contains(&Entity::Inventory));
+        let [p, c, o, i, inv] = entity_switches(&entities).map(Some);
+        patch.sync_products = p;
+        patch.sync_customers = c;
+        patch.sync_orders = o;
+        patch.sync_invoices = i;
+        patch.sync_inventory = inv;
     }
     Ok(store
-        .update_integration(vault, id, patch, store.now())
+        .update_integration(vault, current.id, patch, store.now())
         .await?)
 }
 
@@ -279,12 +394,41 @@ pub async fn trigger_sync(
         .iter()
         .map(|e| parse_entity(e))
         .collect::<Result<Vec<_>, _>>()?;
-    let trace = TraceParent::new_root();
+    let enqueued = enqueue_run(
+        store,
+        publisher,
+        &integration,
+        &entities,
+        &TraceParent::new_root(),
+    )
+    .await?;
+    enqueued.published.map_err(ServiceError::Publish)?;
+    Ok(enqueued.run)
+}
+
+/// A manual run, stored, and whether the broker took its job.
+#[derive(Debug)]
+pub struct Enqueued {
+    pub run: SyncRun,
+    /// Why the publish failed: the run stays `queued` and the scheduler's outbox publishes it.
+    pub published: Result<(), String>,
+}
+
+/// Creates a manual run in the caller's trace (the run stores its trace id, and the job
+/// carries a child span) and publishes it to the manual lane.
+pub async fn enqueue_run(
+    store: &Store,
+    publisher: &Publisher,
+    integration: &Integration,
+    entities: &[Entity],
+    trace: &TraceParent,
+) -> Result<Enqueued, ServiceError> {
     let run = store
-        .create_manual_run(&integration, &entities, &trace.trace_id)
+        .create_manual_run(integration, entities, &trace.trace_id)
         .await?;
-    crate::outbox::publish_runs(store, publisher, Lane::Manual, std::slice::from_ref(&run))
-        .await
-        .map_err(|e| ServiceError::Publish(format!("{e:#}")))?;
-    Ok(run)
+    let published =
+        crate::outbox::publish_runs(store, publisher, Lane::Manual, std::slice::from_ref(&run))
+            .await
+            .map_err(|e| format!("{e:#}"));
+    Ok(Enqueued { run, published })
 }

@@ -5,6 +5,7 @@
 //! one clock, [`Store::now`] (a [`passerelle_core::Clock`] that tests can move), or, for
 //! leases, from the database's `now()`, which every worker shares.
 
+pub mod admin;
 pub mod demo;
 pub mod imports;
 pub mod integrations;
@@ -17,6 +18,7 @@ pub mod rotation;
 pub mod runs;
 pub mod statistics;
 pub mod sync;
+pub mod tokens;
 
 use passerelle_core::IntegrationId;
 use passerelle_core::vault::VaultError;
@@ -26,13 +28,18 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use admin::{
+    CancelOutcome, IntegrationHealth, IntegrationQuery, LogKey, LogQuery, MappingQuery,
+    TenantTotals,
+};
 pub use integrations::{Integration, IntegrationPatch, NewIntegration, RecordedSync};
 pub use keys::CredentialFault;
 pub use logs::{IntegrationLog, LogFilter, NewLog};
 pub use mappings::{Mapping, MappingFilter};
 pub use migrate::{MIGRATOR, drop_database, ensure_database, migrate};
 pub use rotation::{RotationProgress, RotationReport, rotate_credentials};
-pub use runs::{BeginOutcome, LeaseToken, SyncRun};
+pub use runs::{BeginOutcome, Heartbeat, LeaseToken, SyncRun};
+pub use tokens::{ApiToken, NewApiToken};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -37,6 +37,8 @@ pub struct SyncRun {
     pub trace_id: Option<String>,
     /// When a queued run handed back to the broker is due to come back (a retry's wait).
     pub resume_at: Option<DateTime<Utc>>,
+    /// An admin asked to cancel the run while a worker held it.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -59,6 +61,18 @@ pub enum BeginOutcome {
     Cancelled(SyncRun),
     /// No such run (deleted with its integration).
     Missing,
+}
+
+/// What renewing a lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The lease is ours for another time to live.
+    Held,
+    /// The lease is ours, and an admin asked to cancel the run: stop and finish it
+    /// `cancelled`.
+    CancelRequested,
+    /// The lease expired and another worker took the run over: stop at once.
+    Lost,
 }
 
 /// A worker's hold on an integration for one run.
@@ -273,8 +287,15 @@ impl Store {
                 .bind(run.integration_id)
                 .fetch_one(&mut *tx)
                 .await?;
-        if !integration.can_sync() {
-            let run = cancel_in(&mut tx, run_id).await?;
+        let reason = if run.cancel_requested_at.is_some() {
+            Some("cancelled by an admin")
+        } else if !integration.can_sync() {
+            Some("cancelled: the integration was deactivated or deleted after this run was queued")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let run = cancel_in(&mut tx, run_id, reason).await?;
             tx.commit().await?;
             return Ok(BeginOutcome::Cancelled(run));
         }
@@ -298,9 +319,26 @@ impl Store {
         Ok(BeginOutcome::Started(Box::new((run, integration))))
     }
 
-    /// Extends the lease. `false` means it was lost (expired and taken over): stop at once.
-    pub async fn heartbeat(&self, lease: &LeaseToken, ttl: Duration) -> Result<bool, StoreError> {
-        heartbeat_in(&self.pool, lease, ttl).await
+    /// Extends the lease, and says whether an admin asked to cancel the run meanwhile.
+    pub async fn heartbeat(
+        &self,
+        lease: &LeaseToken,
+        ttl: Duration,
+    ) -> Result<Heartbeat, StoreError> {
+        if !heartbeat_in(&self.pool, lease, ttl).await? {
+            return Ok(Heartbeat::Lost);
+        }
+        let requested: bool = sqlx::query_scalar(
+            "SELECT cancel_requested_at IS NOT NULL FROM sync_runs WHERE id = $1",
+        )
+        .bind(lease.run_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if requested {
+            Heartbeat::CancelRequested
+        } else {
+            Heartbeat::Held
+        })
     }
 
     /// Ends a run: its status, error and the integration's counters, and frees the lease, in
@@ -337,15 +375,17 @@ impl Store {
         }
         release_in(&mut tx, lease).await?;
         let success = matches!(status, RunStatus::Succeeded | RunStatus::Partial);
-        let recorded = crate::integrations::record_sync_in(
-            &mut *tx,
-            lease.integration_id,
-            success,
-            error,
-            self.now(),
-            error_after,
-        )
-        .await?;
+        // A cancelled run is neither a success nor a failure of the integration.
+        let recorded = status != RunStatus::Cancelled
+            && crate::integrations::record_sync_in(
+                &mut *tx,
+                lease.integration_id,
+                success,
+                error,
+                self.now(),
+                error_after,
+            )
+            .await?;
         if set_integration_error {
             sqlx::query("UPDATE integrations SET status = 'error' WHERE id = $1")
                 .bind(lease.integration_id)
@@ -495,15 +535,20 @@ async fn release_in(tx: &mut sqlx::PgConnection, lease: &LeaseToken) -> Result<(
     Ok(())
 }
 
-/// Cancels a run whose integration was deactivated or deleted after it was queued.
-async fn cancel_in(tx: &mut sqlx::PgConnection, run_id: RunId) -> Result<SyncRun, StoreError> {
+/// Cancels a run that was about to start: its integration was deactivated or deleted after
+/// it was queued, or an admin asked.
+async fn cancel_in(
+    tx: &mut sqlx::PgConnection,
+    run_id: RunId,
+    reason: &str,
+) -> Result<SyncRun, StoreError> {
     Ok(sqlx::query_as::<_, SyncRun>(
         "UPDATE sync_runs SET status = 'cancelled', finished_at = now(), lease_owner = NULL,
-                lease_expires_at = NULL,
-                error = 'cancelled: the integration was deactivated or deleted after this run was queued'
+                lease_expires_at = NULL, error = $2
           WHERE id = $1 RETURNING *",
     )
     .bind(run_id)
+    .bind(reason)
     .fetch_one(&mut *tx)
     .await?)
 }

@@ -142,7 +142,16 @@ pub async fn run(
         IntegrationsCommand::Update(args) => {
             let input = fields(&args.fields)?;
             let vault = keys.for_credentials(&input)?;
-            let updated = service::update(&store, vault, &ctx, args.id, args.name, &input).await?;
+            let current = store.integration(args.id).await?;
+            let updated = service::update(&store, vault, &ctx, &current, args.name, &input).await?;
+            if current.status == IntegrationStatus::Active
+                && updated.status == IntegrationStatus::Testing
+            {
+                eprintln!(
+                    "note: integration {} changed settings or credentials and is back to `testing`; test it (`passerelle integrations test {}`) and activate it again",
+                    updated.id, updated.id
+                );
+            }
             output::emit(format, &view(&updated), || {
                 format!("updated integration {}\n", updated.id)
             })?;

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "sandbox")]
 mod bench;
+mod browse;
 mod config;
 #[cfg(feature = "sandbox")]
 pub mod demo;
@@ -12,6 +13,7 @@ mod integrations;
 mod migrate;
 pub mod roles;
 mod sync;
+mod tokens;
 mod vault;
 
 use crate::cli::{Cli, Command, ConfigCommand, VaultCommand};
@@ -46,6 +48,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(args) => sync::run(&settings, args, cli.output).await,
         Command::Scheduler(args) => roles::scheduler(&settings, args, cli.output).await,
         Command::Worker(args) => roles::worker(&settings, args).await,
+        Command::Api(args) => roles::api(settings, args).await,
+        Command::Logs(args) => browse::logs(&settings, args, cli.output).await,
+        Command::Mappings(args) => browse::mappings(&settings, args, cli.output).await,
+        Command::Runs(args) => browse::runs(&settings, args, cli.output).await,
+        Command::Stats { tenant } => browse::stats(&settings, tenant, cli.output).await,
+        Command::Tokens { command } => tokens::run(&settings, command, cli.output).await,
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => roles::sandbox(args).await,
     }

@@ -1,7 +1,7 @@
 #[cfg(feature = "sandbox")]
 use crate::cli::SandboxArgs;
-use crate::cli::{OutputFormat, SchedulerArgs, WorkerArgs};
-use crate::{output, scheduler, worker};
+use crate::cli::{ApiArgs, OutputFormat, SchedulerArgs, WorkerArgs};
+use crate::{api, output, scheduler, worker};
 use passerelle_core::config::Settings;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,14 @@ pub async fn scheduler(
 pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let concurrency = args.concurrency.unwrap_or(settings.worker.concurrency);
     worker::run(settings.clone(), concurrency, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn api(mut settings: Settings, args: ApiArgs) -> anyhow::Result<ExitCode> {
+    if let Some(listen) = args.listen {
+        settings.api.listen = listen;
+    }
+    api::run(settings, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,7 +9,9 @@ use passerelle_core::vault::Vault;
 use passerelle_core::vault::{Credentials, SealedCredentials};
 use passerelle_core::{Entity, LogDirection, RunStatus};
 use passerelle_queue::Publisher;
-use passerelle_store::{BeginOutcome, CredentialFault, Integration, LeaseToken, Store, StoreError};
+use passerelle_store::{
+    BeginOutcome, CredentialFault, Heartbeat, Integration, LeaseToken, Store, StoreError,
+};
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -123,6 +125,8 @@ pub(super) struct StepContext<'a> {
     pub connector: &'a Arc<dyn Connector>,
     pub lease: &'a LeaseToken,
     pub deadline: Instant,
+    /// Cancelled when an admin asks to cancel the run (the heartbeat notices).
+    pub cancel: &'a CancellationToken,
 }
 
 impl StepContext<'_> {
@@ -134,9 +138,13 @@ impl StepContext<'_> {
         i64::from(self.ctx.settings.worker.chunk_size)
     }
 
-    /// Whether to stop at this chunk boundary.
+    /// Whether to stop at this chunk boundary: on shutdown, when the time budget is spent,
+    /// and when an admin cancelled the run (the continuation's next start then finishes it
+    /// `cancelled`, so a cancel takes effect between chunks, never in the middle of one).
     pub fn should_yield(&self) -> bool {
-        self.ctx.stop.is_cancelled() || Instant::now() >= self.deadline
+        self.ctx.stop.is_cancelled()
+            || self.cancel.is_cancelled()
+            || Instant::now() >= self.deadline
     }
 }
 
@@ -149,12 +157,19 @@ pub async fn run_job(ctx: &JobContext, job: &SyncJob, trace: &TraceParent) -> Jo
     info!(trace_id = %trace.trace_id, "run started");
     // Heartbeats keep the lease while a slow ERP call is in flight; a lost lease stops us.
     let lost = CancellationToken::new();
-    let heartbeat = spawn_heartbeat(ctx.store.clone(), lease.clone(), ttl, lost.clone());
+    let cancel = CancellationToken::new();
+    let heartbeat = spawn_heartbeat(
+        ctx.store.clone(),
+        lease.clone(),
+        ttl,
+        lost.clone(),
+        cancel.clone(),
+    );
     let outcome = tokio::select! {
         // Biased: when the steps have finished (and released the lease themselves), their
         // outcome wins over a heartbeat that just found the lease gone.
         biased;
-        outcome = AssertUnwindSafe(run_steps(ctx, job, &integration, &lease)).catch_unwind() => match outcome {
+        outcome = AssertUnwindSafe(run_steps(ctx, job, &integration, &lease, &cancel)).catch_unwind() => match outcome {
             Ok(outcome) => outcome,
             Err(panic) => panicked(ctx, job, &lease, panic).await,
         },
@@ -203,8 +218,8 @@ async fn start(
             info!(status = %run.status, "run already finished; duplicate delivery dropped");
             Err(JobOutcome::Done)
         }
-        BeginOutcome::Cancelled(_) => {
-            info!("integration no longer active; run cancelled");
+        BeginOutcome::Cancelled(run) => {
+            info!(reason = run.error.as_deref().unwrap_or(""), "run cancelled");
             Err(JobOutcome::Done)
         }
         BeginOutcome::Busy {
@@ -221,12 +236,14 @@ async fn start(
     }
 }
 
-/// Renews the lease every third of its time to live; cancels `lost` when it was taken over.
+/// Renews the lease every third of its time to live; cancels `lost` when it was taken over,
+/// and `cancel` when an admin asked to cancel the run.
 fn spawn_heartbeat(
     store: Store,
     lease: LeaseToken,
     ttl: Duration,
     lost: CancellationToken,
+    cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(ttl / 3);
@@ -234,8 +251,14 @@ fn spawn_heartbeat(
         loop {
             tick.tick().await;
             match store.heartbeat(&lease, ttl).await {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(Heartbeat::Held) => {}
+                Ok(Heartbeat::CancelRequested) => {
+                    if !cancel.is_cancelled() {
+                        info!("an admin cancelled the run; stopping at the next chunk boundary");
+                    }
+                    cancel.cancel();
+                }
+                Ok(Heartbeat::Lost) => {
                     lost.cancel();
                     return;
                 }
@@ -281,6 +304,7 @@ async fn run_steps(
     job: &SyncJob,
     integration: &Integration,
     lease: &LeaseToken,
+    cancel: &CancellationToken,
 ) -> JobOutcome {
     let fail =
         |message: String, flag: bool| finish(ctx, lease, RunStatus::Failed, Some(message), flag);
@@ -294,6 +318,7 @@ async fn run_steps(
         connector: &connector,
         lease,
         deadline: Instant::now() + ctx.settings.worker.time_budget(),
+        cancel,
     };
     let mut continuation = job.continuation.clone().unwrap_or_default();
     for step in plan(job, integration, connector.as_ref()) {

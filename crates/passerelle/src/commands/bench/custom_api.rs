@@ -121,16 +121,25 @@ pub(super) async fn rate_limited(
     let integration = bench
         .custom_api_integration(limited.tenant_id, key, SMALL_RUN_CONCURRENCY)
         .await?;
+    // A settings change puts an active integration back to `testing`; the bench activates
+    // it again, as an admin would after a passing test.
+    let current = bench.store.integration(integration).await?;
     crate::service::update(
         &bench.store,
         None,
         &bench.ctx,
-        integration,
+        &current,
         None,
         &crate::service::FieldsInput {
             settings: Some(serde_json::json!({"api_url": bench.sandbox.custom_api_url(), "concurrency": SMALL_RUN_CONCURRENCY, "requests_per_second": rate_limit})),
             ..Default::default()
         },
+    )
+    .await?;
+    crate::service::set_status(
+        &bench.store,
+        integration,
+        passerelle_core::IntegrationStatus::Active,
     )
     .await?;
     let run = bench.sync_orders(integration).await?;

@@ -1,0 +1,280 @@
+//! `/api/v1/integrations`: the legacy app's integration screens over HTTP, scoped to the
+//! token's tenant.
+
+use super::auth::{Admin, Caller};
+use super::pagination::{self, Page};
+use super::problem::{Body, Problem};
+use super::views::IntegrationView;
+use super::{ApiState, Params, parse_id};
+use crate::service::{self, FieldsInput};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use passerelle_core::{IntegrationId, IntegrationStatus, IntegrationType, SyncFrequency};
+use passerelle_store::IntegrationQuery;
+use serde::Deserialize;
+use std::sync::Arc;
+use utoipa::IntoParams;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    #[serde(rename = "type")]
+    #[param(rename = "type", value_type = Option<IntegrationType>)]
+    pub integration_type: Option<String>,
+    #[param(value_type = Option<IntegrationStatus>)]
+    pub status: Option<String>,
+    #[param(value_type = Option<SyncFrequency>)]
+    pub frequency: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Rows per page (default 50, at most `api.max_page_size`).
+    pub limit: Option<u32>,
+}
+
+/// A new integration. Labels are checked by the server, which lists every field it refuses.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIntegration {
+    pub name: String,
+    #[serde(rename = "type")]
+    #[schema(value_type = IntegrationType)]
+    pub integration_type: String,
+    #[schema(value_type = Option<passerelle_core::SyncDirection>)]
+    pub direction: Option<String>,
+    #[schema(value_type = Option<SyncFrequency>)]
+    pub frequency: Option<String>,
+    /// Entities to sync (`product`, `customer`, `order`, `invoice`, `inventory`).
+    #[schema(value_type = Option<Vec<passerelle_core::Entity>>)]
+    pub entities: Option<Vec<String>>,
+    /// The connector's settings (URLs, ids, options); never a secret.
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<serde_json::Value>,
+    /// Write-only: sealed at once, never returned.
+    #[schema(value_type = Option<Object>)]
+    pub credentials: Option<serde_json::Value>,
+}
+
+/// The fields to change; those absent stay as they are.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIntegration {
+    pub name: Option<String>,
+    #[schema(value_type = Option<passerelle_core::SyncDirection>)]
+    pub direction: Option<String>,
+    #[schema(value_type = Option<SyncFrequency>)]
+    pub frequency: Option<String>,
+    #[schema(value_type = Option<Vec<passerelle_core::Entity>>)]
+    pub entities: Option<Vec<String>>,
+    /// Replaces the settings whole; an active integration goes back to `testing`.
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<serde_json::Value>,
+    /// Replaces the credentials whole; an active integration goes back to `testing`.
+    #[schema(value_type = Option<Object>)]
+    pub credentials: Option<serde_json::Value>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TestResult {
+    pub ok: bool,
+    pub message: String,
+    pub response_time_ms: Option<u64>,
+    pub integration: IntegrationView,
+}
+
+fn label<T: std::str::FromStr<Err = passerelle_core::domain::UnknownLabel>>(
+    field: &str,
+    raw: Option<&str>,
+    errors: &mut Vec<service::FieldError>,
+) -> Option<T> {
+    raw.and_then(|r| {
+        r.parse()
+            .map_err(|e| errors.push(service::FieldError::new(field, e)))
+            .ok()
+    })
+}
+
+#[utoipa::path(get, path = "/integrations", tag = "integrations", params(ListQuery),
+    responses((status = 200, body = Page<IntegrationView>), (status = 422, body = Problem)))]
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<Page<IntegrationView>>, Problem> {
+    let mut errors = Vec::new();
+    let filter = IntegrationQuery {
+        integration_type: label("type", q.integration_type.as_deref(), &mut errors),
+        status: label("status", q.status.as_deref(), &mut errors),
+        frequency: label("frequency", q.frequency.as_deref(), &mut errors),
+    };
+    if !errors.is_empty() {
+        return Err(Problem::invalid(errors));
+    }
+    let limit = pagination::limit(q.limit, state.settings.api.max_page_size)?;
+    let after = pagination::decode::<IntegrationId>(q.cursor.as_deref())?;
+    let rows = state
+        .store
+        .integrations_page(caller.tenant, &filter, after, limit + 1)
+        .await?;
+    Ok(Json(pagination::page(
+        rows,
+        limit,
+        |i| i.id,
+        |i| IntegrationView::new(i, &state.vault),
+    )))
+}
+
+#[utoipa::path(post, path = "/integrations", tag = "integrations", request_body = CreateIntegration,
+    responses((status = 201, body = IntegrationView), (status = 422, body = Problem)))]
+pub async fn create(
+    State(state): State<Arc<ApiState>>,
+    Admin(caller): Admin,
+    Body(body): Body<CreateIntegration>,
+) -> Result<impl IntoResponse, Problem> {
+    let fields = FieldsInput {
+        direction: body.direction,
+        frequency: body.frequency,
+        entities: body.entities,
+        settings: body.settings,
+        credentials: body.credentials,
+    };
+    let created = service::create(
+        &state.store,
+        Some(&state.vault),
+        &state.connectors,
+        caller.tenant,
+        &body.name,
+        &body.integration_type,
+        &fields,
+    )
+    .await?;
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/integrations/{}", created.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((
+        StatusCode::CREATED,
+        headers,
+        Json(IntegrationView::new(created, &state.vault)),
+    ))
+}
+
+#[utoipa::path(get, path = "/integrations/{id}", tag = "integrations",
+    params(("id" = i64, Path, description = "integration id")),
+    responses((status = 200, body = IntegrationView), (status = 404, body = Problem)))]
+pub async fn show(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<IntegrationView>, Problem> {
+    let id = parse_id::<IntegrationId>(&id, "integration")?;
+    let integration = state.store.tenant_integration(caller.tenant, id).await?;
+    Ok(Json(IntegrationView::new(integration, &state.vault)))
+}
+
+#[utoipa::path(patch, path = "/integrations/{id}", tag = "integrations",
+    params(("id" = i64, Path, description = "integration id")), request_body = UpdateIntegration,
+    responses((status = 200, body = IntegrationView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update(
+    State(state): State<Arc<ApiState>>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    Body(body): Body<UpdateIntegration>,
+) -> Result<Json<IntegrationView>, Problem> {
+    let id = parse_id::<IntegrationId>(&id, "integration")?;
+    let current = state.store.tenant_integration(caller.tenant, id).await?;
+    let fields = FieldsInput {
+        direction: body.direction,
+        frequency: body.frequency,
+        entities: body.entities,
+        settings: body.settings,
+        credentials: body.credentials,
+    };
+    let updated = service::update(
+        &state.store,
+        Some(&state.vault),
+        &state.connectors,
+        &current,
+        body.name,
+        &fields,
+    )
+    .await?;
+    Ok(Json(IntegrationView::new(updated, &state.vault)))
+}
+
+#[utoipa::path(delete, path = "/integrations/{id}", tag = "integrations",
+    params(("id" = i64, Path, description = "integration id")),
+    responses((status = 204, description = "deleted: syncing stops, logs and mappings stay"), (status = 404, body = Problem)))]
+pub async fn delete(
+    State(state): State<Arc<ApiState>>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let id = parse_id::<IntegrationId>(&id, "integration")?;
+    state.store.tenant_integration(caller.tenant, id).await?;
+    state
+        .store
+        .soft_delete_integration(id, state.store.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/integrations/{id}/test", tag = "integrations",
+    params(("id" = i64, Path, description = "integration id")),
+    responses((status = 200, body = TestResult), (status = 404, body = Problem)))]
+pub async fn test(
+    State(state): State<Arc<ApiState>>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<TestResult>, Problem> {
+    let id = parse_id::<IntegrationId>(&id, "integration")?;
+    state.store.tenant_integration(caller.tenant, id).await?;
+    let (integration, result) =
+        service::test(&state.store, &state.vault, &state.connectors, id).await?;
+    let (ok, message, response_time_ms) = match result {
+        Ok(t) => (true, t.message, Some(t.response_time_ms)),
+        Err(message) => (false, message, None),
+    };
+    Ok(Json(TestResult {
+        ok,
+        message,
+        response_time_ms,
+        integration: IntegrationView::new(integration, &state.vault),
+    }))
+}
+
+async fn set_status(
+    state: &ApiState,
+    caller: Caller,
+    id: &str,
+    status: IntegrationStatus,
+) -> Result<Json<IntegrationView>, Problem> {
+    let id = parse_id::<IntegrationId>(id, "integration")?;
+    state.store.tenant_integration(caller.tenant, id).await?;
+    let updated = service::set_status(&state.store, id, status).await?;
+    Ok(Json(IntegrationView::new(updated, &state.vault)))
+}
+
+#[utoipa::path(post, path = "/integrations/{id}/activate", tag = "integrations",
+    params(("id" = i64, Path, description = "integration id")),
+    responses((status = 200, body = IntegrationView), (status = 404, body = Problem)))]
+pub async fn activate(
+    State(state): State<Arc<ApiState>>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<IntegrationView>, Problem> {
+    set_status(&state, caller, &id, IntegrationStatus::Active).await
+}
+
+#[utoipa::path(post, path = "/integrations/{id}/deactivate", tag = "integrations",
+    params(("id" = i64, Path, description = "integration id")),
+    responses((status = 200, body = IntegrationView), (status = 404, body = Problem)))]
+pub async fn deactivate(
+    State(state): State<Arc<ApiState>>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<IntegrationView>, Problem> {
+    set_status(&state, caller, &id, IntegrationStatus::Inactive).await
+}
