@@ -225,10 +225,8 @@ pub struct LogsArgs {
     /// Rows written before: an RFC 3339 time, or an age.
     #[arg(long)]
     pub until: Option<String>,
-    #[arg(long)]
-    pub internal_id: Option<String>,
-    #[arg(long)]
-    pub external_id: Option<String>,
+    #[command(flatten)]
+    pub ids: RecordIds,
     /// Rows to show (ignored by --export, which writes every matching row).
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
@@ -240,14 +238,24 @@ pub struct LogsArgs {
 #[derive(Debug, Args)]
 pub struct MappingsArgs {
     pub integration: IntegrationId,
+    /// product, customer, order, invoice or inventory.
     #[arg(long)]
     pub entity: Option<String>,
-    #[arg(long)]
-    pub internal_id: Option<String>,
-    #[arg(long)]
-    pub external_id: Option<String>,
+    #[command(flatten)]
+    pub ids: RecordIds,
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
+}
+
+/// One record, by either of its ids.
+#[derive(Debug, Args)]
+pub struct RecordIds {
+    /// The platform row's id.
+    #[arg(long)]
+    pub internal_id: Option<String>,
+    /// The ERP record's id.
+    #[arg(long)]
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -85,6 +85,7 @@ impl TenantTotals {
 
 /// One integration's health on the dashboard.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntegrationHealth {
     pub id: IntegrationId,
     pub name: String,
@@ -92,6 +93,7 @@ pub struct IntegrationHealth {
     #[serde(rename = "type")]
     pub integration_type: IntegrationType,
     pub status: IntegrationStatus,
+    /// Runs failed in a row (the integration goes to `error` at the configured threshold).
     pub consecutive_failures: i32,
     pub last_sync_at: Option<DateTime<Utc>>,
     pub next_sync_at: Option<DateTime<Utc>>,

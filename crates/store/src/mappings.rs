@@ -7,7 +7,9 @@ use passerelle_core::{IntegrationId, TenantId};
 use passerelle_core::{MappingEntityType, MappingMeta};
 use serde::Serialize;
 
+/// A platform row and the ERP record it stands for.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Mapping {
     pub id: i64,
     pub integration_id: IntegrationId,
@@ -15,7 +17,9 @@ pub struct Mapping {
     pub entity_type: MappingEntityType,
     pub internal_id: String,
     pub external_id: String,
-    /// The column as stored, for audit: the sync reads it as a [`MappingMeta`].
+    /// The column as stored, for audit: the sync reads it as a [`MappingMeta`] (content
+    /// hashes, the connector's own data).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
     pub last_synced_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

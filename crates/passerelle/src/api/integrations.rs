@@ -34,14 +34,16 @@ pub struct ListQuery {
     pub limit: Option<u32>,
 }
 
-/// A new integration. Labels are checked by the server, which lists every field it refuses.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// An integration's fields. Creating one needs `name` and `type`; an update changes only
+/// the fields given, and never the type. Labels are checked by the server, which lists every
+/// field it refuses.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateIntegration {
-    pub name: String,
+pub struct IntegrationBody {
+    pub name: Option<String>,
     #[serde(rename = "type")]
-    #[schema(value_type = IntegrationType)]
-    pub integration_type: String,
+    #[schema(value_type = Option<IntegrationType>)]
+    pub integration_type: Option<String>,
     #[schema(value_type = Option<passerelle_core::SyncDirection>)]
     pub direction: Option<String>,
     #[schema(value_type = Option<SyncFrequency>)]
@@ -49,31 +51,26 @@ pub struct CreateIntegration {
     /// Entities to sync (`product`, `customer`, `order`, `invoice`, `inventory`).
     #[schema(value_type = Option<Vec<passerelle_core::Entity>>)]
     pub entities: Option<Vec<String>>,
-    /// The connector's settings (URLs, ids, options); never a secret.
+    /// The connector's settings (URLs, ids, options), never a secret. An update replaces them
+    /// whole, and an active integration goes back to `testing`.
     #[schema(value_type = Option<Object>)]
     pub settings: Option<serde_json::Value>,
-    /// Write-only: sealed at once, never returned.
+    /// Write-only: sealed at once, never returned. An update replaces them whole, and an
+    /// active integration goes back to `testing`.
     #[schema(value_type = Option<Object>)]
     pub credentials: Option<serde_json::Value>,
 }
 
-/// The fields to change; those absent stay as they are.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateIntegration {
-    pub name: Option<String>,
-    #[schema(value_type = Option<passerelle_core::SyncDirection>)]
-    pub direction: Option<String>,
-    #[schema(value_type = Option<SyncFrequency>)]
-    pub frequency: Option<String>,
-    #[schema(value_type = Option<Vec<passerelle_core::Entity>>)]
-    pub entities: Option<Vec<String>>,
-    /// Replaces the settings whole; an active integration goes back to `testing`.
-    #[schema(value_type = Option<Object>)]
-    pub settings: Option<serde_json::Value>,
-    /// Replaces the credentials whole; an active integration goes back to `testing`.
-    #[schema(value_type = Option<Object>)]
-    pub credentials: Option<serde_json::Value>,
+impl IntegrationBody {
+    fn fields(&mut self) -> FieldsInput {
+        FieldsInput {
+            direction: self.direction.take(),
+            frequency: self.frequency.take(),
+            entities: self.entities.take(),
+            settings: self.settings.take(),
+            credentials: self.credentials.take(),
+        }
+    }
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -126,27 +123,33 @@ pub async fn list(
     )))
 }
 
-#[utoipa::path(post, path = "/integrations", tag = "integrations", request_body = CreateIntegration,
+#[utoipa::path(post, path = "/integrations", tag = "integrations", request_body = IntegrationBody,
     responses((status = 201, body = IntegrationView), (status = 422, body = Problem)))]
 pub async fn create(
     State(state): State<Arc<ApiState>>,
     Admin(caller): Admin,
-    Body(body): Body<CreateIntegration>,
+    Body(mut body): Body<IntegrationBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    let fields = FieldsInput {
-        direction: body.direction,
-        frequency: body.frequency,
-        entities: body.entities,
-        settings: body.settings,
-        credentials: body.credentials,
+    let missing: Vec<_> = [
+        ("name", body.name.is_none()),
+        ("type", body.integration_type.is_none()),
+    ]
+    .into_iter()
+    .filter(|(_, absent)| *absent)
+    .map(|(field, _)| service::FieldError::new(field, "is required"))
+    .collect();
+    let (Some(name), Some(integration_type)) = (body.name.take(), body.integration_type.take())
+    else {
+        return Err(Problem::invalid(missing));
     };
+    let fields = body.fields();
     let created = service::create(
         &state.store,
         Some(&state.vault),
         &state.connectors,
         caller.tenant,
-        &body.name,
-        &body.integration_type,
+        &name,
+        &integration_type,
         &fields,
     )
     .await?;
@@ -175,29 +178,29 @@ pub async fn show(
 }
 
 #[utoipa::path(patch, path = "/integrations/{id}", tag = "integrations",
-    params(("id" = i64, Path, description = "integration id")), request_body = UpdateIntegration,
+    params(("id" = i64, Path, description = "integration id")), request_body = IntegrationBody,
     responses((status = 200, body = IntegrationView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn update(
     State(state): State<Arc<ApiState>>,
     Admin(caller): Admin,
     Path(id): Path<String>,
-    Body(body): Body<UpdateIntegration>,
+    Body(mut body): Body<IntegrationBody>,
 ) -> Result<Json<IntegrationView>, Problem> {
     let id = parse_id::<IntegrationId>(&id, "integration")?;
     let current = state.store.tenant_integration(caller.tenant, id).await?;
-    let fields = FieldsInput {
-        direction: body.direction,
-        frequency: body.frequency,
-        entities: body.entities,
-        settings: body.settings,
-        credentials: body.credentials,
-    };
+    if body.integration_type.is_some() {
+        return Err(Problem::field(
+            "type",
+            "an integration's type cannot change; create a new integration",
+        ));
+    }
+    let fields = body.fields();
     let updated = service::update(
         &state.store,
         Some(&state.vault),
         &state.connectors,
         &current,
-        body.name,
+        body.name.take(),
         &fields,
     )
     .await?;

@@ -14,8 +14,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use passerelle_core::{
-    IntegrationId, IntegrationStatus, IntegrationType, LogAction, LogDirection, LogEntityType,
-    LogStatus, MappingEntityType, RunId, RunStatus,
+    IntegrationId, LogAction, LogDirection, LogEntityType, LogStatus, MappingEntityType,
 };
 use passerelle_store::{IntegrationHealth, LogKey, LogQuery, Mapping, MappingQuery};
 use serde::{Deserialize, Serialize};
@@ -217,47 +216,15 @@ pub struct MappingsQuery {
     pub limit: Option<u32>,
 }
 
-/// A platform row and the ERP record it stands for.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct MappingView {
-    pub id: i64,
-    pub integration_id: IntegrationId,
-    pub entity_type: MappingEntityType,
-    pub internal_id: String,
-    pub external_id: String,
-    /// What the sync recorded about the pair (content hashes, the connector's own data).
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Value>,
-    pub last_synced_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Mapping> for MappingView {
-    fn from(m: Mapping) -> Self {
-        Self {
-            id: m.id,
-            integration_id: m.integration_id,
-            entity_type: m.entity_type,
-            internal_id: m.internal_id,
-            external_id: m.external_id,
-            metadata: m.metadata,
-            last_synced_at: m.last_synced_at,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
-        }
-    }
-}
-
 #[utoipa::path(get, path = "/integrations/{id}/mappings", tag = "logs",
     params(("id" = i64, Path, description = "integration id"), MappingsQuery),
-    responses((status = 200, body = Page<MappingView>), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Page<Mapping>), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn mappings(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Path(id): Path<String>,
     Params(q): Params<MappingsQuery>,
-) -> Result<Json<Page<MappingView>>, Problem> {
+) -> Result<Json<Page<Mapping>>, Problem> {
     let id = parse_id::<IntegrationId>(&id, "integration")?;
     state.store.tenant_integration(caller.tenant, id).await?;
     let mut errors = Vec::new();
@@ -275,48 +242,7 @@ pub async fn mappings(
         .store
         .mappings_page(id, &filter, after, limit + 1)
         .await?;
-    Ok(Json(pagination::page(
-        rows,
-        limit,
-        |m| m.id,
-        MappingView::from,
-    )))
-}
-
-/// One integration's health on the dashboard.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct HealthView {
-    pub id: IntegrationId,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub integration_type: IntegrationType,
-    pub status: IntegrationStatus,
-    /// Runs failed in a row (the integration goes to `error` at the configured threshold).
-    pub consecutive_failures: i32,
-    pub last_sync_at: Option<DateTime<Utc>>,
-    pub next_sync_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub last_run_id: Option<RunId>,
-    pub last_run_status: Option<RunStatus>,
-    pub last_run_finished_at: Option<DateTime<Utc>>,
-}
-
-impl From<IntegrationHealth> for HealthView {
-    fn from(h: IntegrationHealth) -> Self {
-        Self {
-            id: h.id,
-            name: h.name,
-            integration_type: h.integration_type,
-            status: h.status,
-            consecutive_failures: h.consecutive_failures,
-            last_sync_at: h.last_sync_at,
-            next_sync_at: h.next_sync_at,
-            last_error: h.last_error,
-            last_run_id: h.last_run_id,
-            last_run_status: h.last_run_status,
-            last_run_finished_at: h.last_run_finished_at,
-        }
-    }
+    Ok(Json(pagination::page(rows, limit, |m| m.id, |m| m)))
 }
 
 /// The legacy app's dashboard, plus each integration's health.
@@ -329,7 +255,7 @@ pub struct StatsView {
     pub failed_syncs: i64,
     /// Successful runs as a percentage of all runs (0 before the first).
     pub success_rate: f64,
-    pub integrations: Vec<HealthView>,
+    pub integrations: Vec<IntegrationHealth>,
 }
 
 #[utoipa::path(get, path = "/stats", tag = "logs",
@@ -347,6 +273,6 @@ pub async fn stats(
         total_syncs: totals.total_syncs,
         successful_syncs: totals.successful_syncs,
         failed_syncs: totals.failed_syncs,
-        integrations: health.into_iter().map(HealthView::from).collect(),
+        integrations: health,
     }))
 }

@@ -61,8 +61,8 @@ fn log_query(args: &LogsArgs, now: DateTime<Utc>) -> anyhow::Result<LogQuery> {
         action: label("--action", args.action.as_deref())?,
         since: instant("--since", args.since.as_deref(), now)?,
         until: instant("--until", args.until.as_deref(), now)?,
-        internal_id: args.internal_id.clone(),
-        external_id: args.external_id.clone(),
+        internal_id: args.ids.internal_id.clone(),
+        external_id: args.ids.external_id.clone(),
     })
 }
 
@@ -161,8 +161,8 @@ pub async fn mappings(
     anyhow::ensure!(args.limit >= 1, "--limit must be at least 1");
     let filter = MappingQuery {
         entity_type: label("--entity", args.entity.as_deref())?,
-        internal_id: args.internal_id,
-        external_id: args.external_id,
+        internal_id: args.ids.internal_id,
+        external_id: args.ids.external_id,
     };
     let rows = store
         .mappings_page(args.integration, &filter, None, args.limit)
