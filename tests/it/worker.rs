@@ -33,6 +33,8 @@ enum Script {
     AnswersFirstTwice,
     /// Panics inside `export`.
     Panics,
+    /// Answers every op, taking 300 ms per call (a slow ERP).
+    Slow,
     /// Refuses with an error of the given class on every record.
     Fails(Class),
 }
@@ -118,6 +120,9 @@ impl Connector for Scripted {
     }
 
     async fn export(&self, _entity: Entity, ops: Vec<ExportOp>) -> Vec<ExportResult> {
+        if self.script == Script::Slow {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         self.sent
             .lock()
             .unwrap()
@@ -128,7 +133,7 @@ impl Connector for Scripted {
             .extend(ops.iter().map(|op| op.mapping_metadata.clone()));
         let mut results: Vec<ExportResult> = ops.iter().map(answer).collect();
         match self.script {
-            Script::Honest => {}
+            Script::Honest | Script::Slow => {}
             Script::DropsLast => {
                 results.pop();
             }
@@ -860,4 +865,58 @@ async fn mapping_metadata_keeps_its_stored_shape_and_the_connector_sees_only_its
         "{after_update}"
     );
     assert_eq!(after_update["hash"], after_export["hash"], "{after_update}");
+}
+
+#[tokio::test]
+async fn an_admins_cancel_stops_a_running_job_between_chunks_and_ends_its_run_cancelled() {
+    let h = Harness::new("w_cancel", 30, SyncDirection::Export).await;
+    let (connector, factory) = scripted(Script::Slow);
+    let mut ctx = h.context(factory, None).await;
+    // The heartbeat, which notices the request, beats every second.
+    ctx.settings.worker.lease_ttl_secs = 3;
+    let ctx = Arc::new(ctx);
+    let job = h.job().await;
+    let running = {
+        let (ctx, job) = (ctx.clone(), job.clone());
+        tokio::spawn(async move { run_job(&ctx, &job, &TraceParent::new_root()).await })
+    };
+    while connector.sent().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let requested = h.db.store.cancel_run(h.tenant, job.run_id).await.unwrap();
+    assert!(
+        matches!(
+            requested,
+            Some(passerelle_store::CancelOutcome::Requested(_))
+        ),
+        "{requested:?}"
+    );
+    let outcome = running.await.unwrap();
+    let JobOutcome::Continue { job: continuation } = outcome else {
+        panic!("expected the job to stop at a chunk boundary and continue, got {outcome:?}");
+    };
+    let sent = connector.sent().len();
+    assert!(
+        sent < 30,
+        "the job ran to the end ({sent} records) despite the cancel"
+    );
+    assert_eq!(
+        sent % 2,
+        0,
+        "a chunk was cut in the middle ({sent} records sent)"
+    );
+    assert_eq!(
+        h.mapped(MappingEntityType::Product).await,
+        sent as i64,
+        "what was sent is recorded"
+    );
+    // The continuation's start finishes the run `cancelled`; nothing more is sent.
+    let outcome = run_job(&ctx, &continuation, &TraceParent::new_root()).await;
+    assert!(matches!(outcome, JobOutcome::Done), "{outcome:?}");
+    assert_eq!(connector.sent().len(), sent);
+    let run = h.db.store.run(job.run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert_eq!(run.records_synced, sent as i32);
+    let integration = h.db.store.integration(h.integration.id).await.unwrap();
+    assert_eq!((integration.total_syncs, integration.failed_syncs), (0, 0));
 }
