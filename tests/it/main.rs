@@ -9,6 +9,7 @@ mod support;
 
 mod api;
 mod config_cli;
+mod demo;
 mod dynamics;
 mod erp;
 mod limiter;

@@ -123,6 +123,13 @@ pub struct DemoArgs {
     /// Keep the demo database from an earlier run instead of starting afresh.
     #[arg(long)]
     pub keep: bool,
+    /// Where the demo's admin API listens (default: a free port on loopback).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub api_listen: String,
+    /// Exit after the summary instead of keeping the admin API up until Ctrl-C (the
+    /// default when the demo does not run in a terminal).
+    #[arg(long)]
+    pub exit: bool,
 }
 
 #[derive(Debug, Subcommand)]

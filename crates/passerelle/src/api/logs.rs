@@ -184,7 +184,7 @@ pub async fn export(
         if !buffer.is_empty() {
             let _ = tx.send(Ok(Bytes::from(buffer))).await;
         }
-        tracing::info!(integration_id = id.0, rows = count, "log export finished");
+        tracing::debug!(integration_id = id.0, rows = count, "log export finished");
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))

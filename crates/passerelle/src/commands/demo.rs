@@ -5,6 +5,7 @@
 //! binary), creates, tests and activates two integrations, syncs, shows progress, changes a few
 //! orders and syncs again (to show that unchanged records are skipped), then prints a summary.
 
+use super::demo_api::DemoApi;
 use super::fleet::{DEMO_KEY_ID, LocalFleet};
 use crate::cli::DemoArgs;
 use crate::{app, output, service};
@@ -37,6 +38,18 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
     let vault = app::vault(&settings)?;
     let store = reset_database_and_queues(&settings, &db_url, args.keep).await?;
     let seeded = seed(&store, args.orders).await?;
+    let api = DemoApi::start(
+        &settings,
+        &store,
+        &vault,
+        seeded.tenant_id,
+        &args.api_listen,
+    )
+    .await?;
+    say(&format!(
+        "admin API on {}/api/v1 (document: {}/api/v1/openapi.json); a viewer token for tenant {}: {}",
+        api.base, api.base, seeded.tenant_id, api.token
+    ));
     let erp = DemoErp::start().await?;
     let mut fleet = start_fleet(&settings, &db_url, vault_key)?;
 
@@ -55,9 +68,26 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
     let rows = result?;
 
     print_summary(&rows, &stats, started, &db_url);
+    let orders = rows
+        .first()
+        .map(|(_, run)| run.integration_id)
+        .context("the demo made no run")?;
+    println!(
+        "\nThe admin API, with the demo tenant's viewer token (each call made once by the demo):"
+    );
+    for line in api.try_examples(orders).await? {
+        println!("{line}");
+    }
     let all_ok = rows
         .iter()
         .all(|(_, r)| matches!(r.status, RunStatus::Succeeded | RunStatus::Partial));
+    if !args.exit && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        println!(
+            "\nThe API stays up for you to try them; press Ctrl-C to stop (--exit to skip this)."
+        );
+        super::roles::shutdown_signal().cancelled().await;
+    }
+    api.stop().await;
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {

@@ -8,6 +8,8 @@ mod config;
 #[cfg(feature = "sandbox")]
 pub mod demo;
 #[cfg(feature = "sandbox")]
+mod demo_api;
+#[cfg(feature = "sandbox")]
 mod fleet;
 mod integrations;
 mod migrate;
