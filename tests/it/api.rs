@@ -559,6 +559,16 @@ async fn a_manual_sync_is_accepted_with_its_location_and_the_callers_trace() {
         wrong.text
     );
     assert_eq!(wrong.body["errors"][0]["field"], "entity");
+    let dry = api
+        .call(
+            Method::POST,
+            &sync,
+            &api.a.admin,
+            Some(json!({"dry_run": true})),
+        )
+        .await;
+    assert_eq!(dry.status, StatusCode::ACCEPTED, "{}", dry.text);
+    assert_eq!(dry.body["dry_run"], true);
     let deactivate = format!("/api/v1/integrations/{id}/deactivate");
     api.call(Method::POST, &deactivate, &api.a.admin, None)
         .await;
@@ -567,7 +577,8 @@ async fn a_manual_sync_is_accepted_with_its_location_and_the_callers_trace() {
     let runs = api
         .get(&format!("/api/v1/integrations/{id}/runs"), &api.a.viewer)
         .await;
-    assert_eq!(runs.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(runs.body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(runs.body["data"][0]["dry_run"], true, "newest first");
 }
 
 #[tokio::test]

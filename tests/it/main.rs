@@ -10,6 +10,7 @@ mod support;
 mod api;
 mod config_cli;
 mod demo;
+mod dry_run;
 mod dynamics;
 mod erp;
 mod limiter;

@@ -268,7 +268,12 @@ impl Harness {
         let run = self
             .db
             .store
-            .create_manual_run(&self.integration, &[], "0af7651916cd43dd8448eb211c80319c")
+            .create_manual_run(
+                &self.integration,
+                &[],
+                "0af7651916cd43dd8448eb211c80319c",
+                false,
+            )
             .await
             .unwrap();
         SyncJob {
@@ -634,7 +639,12 @@ async fn draining_runs_every_waiting_job_in_process_and_dead_letters_garbage() {
     let broker = h.broker().await;
     let run =
         h.db.store
-            .create_manual_run(&h.integration, &[], "0af7651916cd43dd8448eb211c80319c")
+            .create_manual_run(
+                &h.integration,
+                &[],
+                "0af7651916cd43dd8448eb211c80319c",
+                false,
+            )
             .await
             .unwrap();
     passerelle::outbox::publish_runs(

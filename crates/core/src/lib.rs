@@ -9,6 +9,7 @@ pub mod config;
 pub mod cursor;
 pub mod digest;
 pub mod domain;
+pub mod dry_run;
 pub mod ids;
 pub mod job;
 pub mod mapping;

@@ -202,6 +202,10 @@ pub struct SyncArgs {
     /// Limit the run to these entities (repeatable); default: every enabled entity.
     #[arg(long = "entity")]
     pub entities: Vec<String>,
+    /// Read, map and diff as a real run would, but send nothing to the ERP and change no
+    /// mapping or cursor; with --wait, print what a real run would create, update and skip.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Wait for the run to finish, show progress, print its result; exit 1 if it failed, 3 if
     /// some records were rejected.
     #[arg(long)]

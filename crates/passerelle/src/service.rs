@@ -388,6 +388,7 @@ pub async fn trigger_sync(
     publisher: &Publisher,
     id: IntegrationId,
     entities: &[String],
+    dry_run: bool,
 ) -> Result<SyncRun, ServiceError> {
     let integration = store.integration(id).await?;
     let entities = entities
@@ -400,6 +401,7 @@ pub async fn trigger_sync(
         &integration,
         &entities,
         &TraceParent::new_root(),
+        dry_run,
     )
     .await?;
     enqueued.published.map_err(ServiceError::Publish)?;
@@ -414,17 +416,18 @@ pub struct Enqueued {
     pub published: Result<(), String>,
 }
 
-/// Creates a manual run in the caller's trace (the run stores its trace id, and the job
-/// carries a child span) and publishes it to the manual lane.
+/// Creates a manual run (a dry run when `dry_run`) in the caller's trace (the run stores its
+/// trace id, and the job carries a child span) and publishes it to the manual lane.
 pub async fn enqueue_run(
     store: &Store,
     publisher: &Publisher,
     integration: &Integration,
     entities: &[Entity],
     trace: &TraceParent,
+    dry_run: bool,
 ) -> Result<Enqueued, ServiceError> {
     let run = store
-        .create_manual_run(integration, entities, &trace.trace_id)
+        .create_manual_run(integration, entities, &trace.trace_id, dry_run)
         .await?;
     let published =
         crate::outbox::publish_runs(store, publisher, Lane::Manual, std::slice::from_ref(&run))

@@ -6,6 +6,7 @@
 
 use crate::{Integration, Store, StoreError};
 use chrono::{DateTime, Utc};
+use passerelle_core::dry_run::DryRunReport;
 use passerelle_core::schedule::next_sync_after;
 use passerelle_core::{Entity, RunStatus, RunTrigger, SyncFrequency};
 use passerelle_core::{IntegrationId, RunId, TenantId};
@@ -39,6 +40,11 @@ pub struct SyncRun {
     pub resume_at: Option<DateTime<Utc>>,
     /// An admin asked to cancel the run while a worker held it.
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// A dry run reads and diffs, and writes nothing but its report.
+    pub dry_run: bool,
+    /// What a finished dry run found.
+    #[sqlx(json(nullable))]
+    pub dry_run_report: Option<DryRunReport>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -88,12 +94,13 @@ fn secs(d: Duration) -> f64 {
 }
 
 impl Store {
-    /// A manual run for an integration that may sync.
+    /// A manual run for an integration that may sync; a dry run when `dry_run`.
     pub async fn create_manual_run(
         &self,
         integration: &Integration,
         entities: &[Entity],
         trace_id: &str,
+        dry_run: bool,
     ) -> Result<SyncRun, StoreError> {
         if !integration.can_sync() {
             return Err(StoreError::Invalid(format!(
@@ -109,14 +116,15 @@ impl Store {
             )));
         }
         Ok(sqlx::query_as::<_, SyncRun>(
-            "INSERT INTO sync_runs (id, integration_id, tenant_id, trigger, entity_scope, trace_id)
-             VALUES ($1, $2, $3, 'manual', $4, $5) RETURNING *",
+            "INSERT INTO sync_runs (id, integration_id, tenant_id, trigger, entity_scope, trace_id, dry_run)
+             VALUES ($1, $2, $3, 'manual', $4, $5, $6) RETURNING *",
         )
         .bind(RunId::generate())
         .bind(integration.id)
         .bind(integration.tenant_id)
         .bind(entities)
         .bind(trace_id)
+        .bind(dry_run)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -398,6 +406,42 @@ impl Store {
             integration,
             entered_error: recorded || set_integration_error,
         })
+    }
+
+    /// Ends a dry run with its report (or the error that stopped it) and frees the lease. A
+    /// dry run is not a sync: the integration's counters and schedule stay as they are.
+    pub async fn finish_dry_run(
+        &self,
+        lease: &LeaseToken,
+        outcome: Result<&DryRunReport, &str>,
+    ) -> Result<SyncRun, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (status, report, error) = match outcome {
+            Ok(report) => (RunStatus::Succeeded, Some(sqlx::types::Json(report)), None),
+            Err(error) => (RunStatus::Failed, None, Some(error)),
+        };
+        let run = sqlx::query_as::<_, SyncRun>(
+            "UPDATE sync_runs SET status = $2, finished_at = now(), error = $3, dry_run_report = $4,
+                    lease_owner = NULL, lease_expires_at = NULL
+              WHERE id = $1 AND status = 'running' AND lease_owner = $5 AND dry_run
+              RETURNING *",
+        )
+        .bind(lease.run_id)
+        .bind(status)
+        .bind(error)
+        .bind(report)
+        .bind(&lease.owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(run) = run else {
+            tx.rollback().await?;
+            return Err(StoreError::LeaseLost {
+                integration_id: lease.integration_id,
+            });
+        };
+        release_in(&mut tx, lease).await?;
+        tx.commit().await?;
+        Ok(run)
     }
 
     /// Puts a run back to `queued` (a retry or a continuation is on its way through the

@@ -24,6 +24,10 @@ pub struct SyncRequest {
     /// Only this entity (it must be one the integration syncs).
     #[schema(value_type = Option<passerelle_core::Entity>)]
     pub entity: Option<String>,
+    /// Read, map and diff as a real run would, but call no ERP write endpoint and change no
+    /// mapping or cursor; the run's `dry_run_report` says what a real run would do.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -80,6 +84,7 @@ pub async fn sync(
         &integration,
         &entities,
         &trace,
+        request.dry_run,
     )
     .await?;
     if let Err(e) = &enqueued.published {

@@ -2,6 +2,7 @@
 //! which of their fields are set.
 
 use chrono::{DateTime, Utc};
+use passerelle_core::dry_run::DryRunReport;
 use passerelle_core::vault::Vault;
 use passerelle_core::{
     Entity, IntegrationId, IntegrationStatus, IntegrationType, RunId, RunStatus, RunTrigger,
@@ -124,6 +125,11 @@ pub struct RunView {
     pub error: Option<String>,
     /// The W3C trace id the run's spans carry, from the request that created it.
     pub trace_id: Option<String>,
+    /// A dry run reads and diffs, and writes nothing but its report.
+    pub dry_run: bool,
+    /// What a finished dry run found: per entity and direction, what a real run would
+    /// create, update, delete and skip, with a few redacted sample payloads.
+    pub dry_run_report: Option<DryRunReport>,
 }
 
 impl From<SyncRun> for RunView {
@@ -147,6 +153,8 @@ impl From<SyncRun> for RunView {
             cancel_requested_at: r.cancel_requested_at,
             error: r.error,
             trace_id: r.trace_id,
+            dry_run: r.dry_run,
+            dry_run_report: r.dry_run_report,
         }
     }
 }

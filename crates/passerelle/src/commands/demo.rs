@@ -307,7 +307,7 @@ impl Demo<'_> {
         say(&format!(
             "changed {changed} orders on the platform; syncing again"
         ));
-        let again = service::trigger_sync(self.store, &publisher, orders.id, &[]).await?;
+        let again = service::trigger_sync(self.store, &publisher, orders.id, &[], false).await?;
         broker.close().await;
         let second = watch(
             self.store,
@@ -423,8 +423,8 @@ impl Demo<'_> {
             catalogue,
             xero,
         } = integrations;
-        let manual = service::trigger_sync(self.store, publisher, orders.id, &[]).await?;
-        let to_xero = service::trigger_sync(self.store, publisher, xero.id, &[]).await?;
+        let manual = service::trigger_sync(self.store, publisher, orders.id, &[], false).await?;
+        let to_xero = service::trigger_sync(self.store, publisher, xero.id, &[], false).await?;
         let scheduled = wait_for_scheduled_run(self.store, catalogue.id).await?;
         watch(
             self.store,

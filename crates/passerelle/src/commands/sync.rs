@@ -13,7 +13,14 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let store = super::connect(settings).await?;
     let (broker, publisher) = worker::connect_publisher(settings).await?;
-    let run = service::trigger_sync(&store, &publisher, args.integration, &args.entities).await;
+    let run = service::trigger_sync(
+        &store,
+        &publisher,
+        args.integration,
+        &args.entities,
+        args.dry_run,
+    )
+    .await;
     broker.close().await;
     let run = run?;
     if !args.wait {
@@ -58,7 +65,11 @@ pub async fn run(
                         .as_deref()
                         .map(|e| format!("\n  {e}"))
                         .unwrap_or_default()
-                )
+                ) + &current
+                    .dry_run_report
+                    .as_ref()
+                    .map(dry_run_table)
+                    .unwrap_or_default()
             })?;
             return Ok(match current.status {
                 RunStatus::Succeeded => ExitCode::SUCCESS,
@@ -75,6 +86,40 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What a dry run found, one row per entity and direction.
+fn dry_run_table(report: &passerelle_core::dry_run::DryRunReport) -> String {
+    let rows: Vec<Vec<String>> = report
+        .steps
+        .iter()
+        .map(|d| {
+            vec![
+                d.entity.to_string(),
+                d.direction.to_string(),
+                d.create.to_string(),
+                d.update.to_string(),
+                d.delete.to_string(),
+                d.skip.to_string(),
+                d.failed.to_string(),
+            ]
+        })
+        .collect();
+    format!(
+        "dry run: nothing was sent or changed; a real run would do this (samples: --output json)\n{}",
+        output::table(
+            &[
+                "ENTITY",
+                "DIRECTION",
+                "CREATE",
+                "UPDATE",
+                "DELETE",
+                "SKIP",
+                "FAILED"
+            ],
+            &rows
+        )
+    )
 }
 
 /// One progress line; a run waiting on purpose (a retry, an ERP's `Retry-After`, a spent

@@ -23,7 +23,7 @@ pub(super) fn content_hash(payload: &serde_json::Value) -> String {
 /// Whether a mapped row needs no export: what we would send is what we last sent, or the row
 /// was written by an import and has not changed since (sending it back would echo the ERP's
 /// own data over any edit made there meanwhile).
-fn unchanged(known: &KnownMapping, hash: &str, record: &PlatformRecord) -> bool {
+pub(super) fn unchanged(known: &KnownMapping, hash: &str, record: &PlatformRecord) -> bool {
     let meta = known.metadata.as_ref();
     let exported_same = meta.and_then(|m| m.export_hash.as_deref()) == Some(hash);
     let imported_untouched = meta.is_some_and(|m| m.import_hash.is_some())
@@ -33,7 +33,7 @@ fn unchanged(known: &KnownMapping, hash: &str, record: &PlatformRecord) -> bool 
     exported_same || imported_untouched
 }
 
-fn position(record: &PlatformRecord) -> RowPosition {
+pub(super) fn position(record: &PlatformRecord) -> RowPosition {
     let (id, warehouse) = match record {
         PlatformRecord::Inventory(s) => (s.product_id, Some(s.warehouse_code.clone())),
         PlatformRecord::Product(r) => (r.id, None),

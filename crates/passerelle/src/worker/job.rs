@@ -1,9 +1,11 @@
 //! One job, from taking the lease to the outcome the caller turns into an ack.
 
+use super::dry_run::{self, DryRunError};
 use super::{export, import};
 use futures::FutureExt;
 use passerelle_connectors::{Connector, ConnectorContext, ConnectorError, Disposition};
 use passerelle_core::config::Settings;
+use passerelle_core::dry_run::DryRunReport;
 use passerelle_core::job::{Continuation, Step, SyncJob, TraceParent};
 use passerelle_core::vault::Vault;
 use passerelle_core::vault::{Credentials, SealedCredentials};
@@ -150,7 +152,7 @@ impl StepContext<'_> {
 
 pub async fn run_job(ctx: &JobContext, job: &SyncJob, trace: &TraceParent) -> JobOutcome {
     let ttl = ctx.settings.worker.lease_ttl();
-    let (integration, lease) = match start(ctx, job, ttl).await {
+    let (integration, lease, dry_run) = match start(ctx, job, ttl).await {
         Ok(started) => started,
         Err(outcome) => return outcome,
     };
@@ -169,7 +171,7 @@ pub async fn run_job(ctx: &JobContext, job: &SyncJob, trace: &TraceParent) -> Jo
         // Biased: when the steps have finished (and released the lease themselves), their
         // outcome wins over a heartbeat that just found the lease gone.
         biased;
-        outcome = AssertUnwindSafe(run_steps(ctx, job, &integration, &lease, &cancel)).catch_unwind() => match outcome {
+        outcome = AssertUnwindSafe(run_steps(ctx, job, &integration, &lease, &cancel, dry_run)).catch_unwind() => match outcome {
             Ok(outcome) => outcome,
             Err(panic) => panicked(ctx, job, &lease, panic).await,
         },
@@ -180,11 +182,12 @@ pub async fn run_job(ctx: &JobContext, job: &SyncJob, trace: &TraceParent) -> Jo
 }
 
 /// Takes the integration's lease for the run, or says what to do with the message instead.
+/// Returns the integration, the lease and whether the run is a dry run.
 async fn start(
     ctx: &JobContext,
     job: &SyncJob,
     ttl: Duration,
-) -> Result<(Integration, LeaseToken), JobOutcome> {
+) -> Result<(Integration, LeaseToken, bool), JobOutcome> {
     // Each execution has its own owner name, so two deliveries of one run in one process
     // are as exclusive as in two processes.
     let owner = format!(
@@ -208,7 +211,7 @@ async fn start(
                 run_id: run.id,
                 owner,
             };
-            Ok((integration, lease))
+            Ok((integration, lease, run.dry_run))
         }
         BeginOutcome::Missing => {
             warn!("run not found (its integration was deleted?); dropping the message");
@@ -232,6 +235,57 @@ async fn start(
                 job: job.clone(),
                 delay: expires_in.max(Duration::from_secs(1)),
             })
+        }
+    }
+}
+
+/// Diffs every step and ends the run with the report. A dry run writes nothing, so one that
+/// must stop (shutdown, a store error) starts over on its next delivery.
+async fn run_dry(step: &StepContext<'_>, job: &SyncJob, steps: &[Step]) -> JobOutcome {
+    let (ctx, lease) = (step.ctx, step.lease);
+    let mut report = DryRunReport::default();
+    for s in steps {
+        let diff = match s.direction {
+            LogDirection::Export => dry_run::export_diff(step, s.entity).await,
+            LogDirection::Import => dry_run::import_diff(step, s.entity).await,
+        };
+        match diff {
+            Ok(diff) => report.steps.push(diff),
+            Err(DryRunError::Stopping) => {
+                return yielded(ctx, job, lease, Continuation::default()).await;
+            }
+            Err(DryRunError::Store(StoreError::LeaseLost { .. })) => {
+                return lease_lost(job, ctx.settings.worker.lease_ttl());
+            }
+            Err(DryRunError::Store(e)) => {
+                return infrastructure_retry_started(ctx, job, lease, &e).await;
+            }
+            Err(e @ DryRunError::Connector(_)) => {
+                let message = format!("dry run of {} {}: {e}", s.entity, s.direction);
+                return end_dry_run(ctx, lease, Err(&message)).await;
+            }
+        }
+    }
+    end_dry_run(ctx, lease, Ok(&report)).await
+}
+
+async fn end_dry_run(
+    ctx: &JobContext,
+    lease: &LeaseToken,
+    outcome: Result<&DryRunReport, &str>,
+) -> JobOutcome {
+    match ctx.store.finish_dry_run(lease, outcome).await {
+        Ok(run) => {
+            info!(status = %run.status, "dry run finished");
+            JobOutcome::Done
+        }
+        Err(StoreError::LeaseLost { .. }) => {
+            warn!("the dry run was taken over before it could be recorded as finished");
+            JobOutcome::Done
+        }
+        Err(e) => {
+            error!(error = %e, "cannot record the end of the dry run; the message will be redelivered");
+            JobOutcome::Abandon
         }
     }
 }
@@ -305,6 +359,7 @@ async fn run_steps(
     integration: &Integration,
     lease: &LeaseToken,
     cancel: &CancellationToken,
+    dry_run: bool,
 ) -> JobOutcome {
     let fail =
         |message: String, flag: bool| finish(ctx, lease, RunStatus::Failed, Some(message), flag);
@@ -320,6 +375,10 @@ async fn run_steps(
         deadline: Instant::now() + ctx.settings.worker.time_budget(),
         cancel,
     };
+    if dry_run {
+        let steps = plan(job, integration, connector.as_ref());
+        return run_dry(&step_ctx, job, &steps).await;
+    }
     let mut continuation = job.continuation.clone().unwrap_or_default();
     for step in plan(job, integration, connector.as_ref()) {
         if continuation.completed.contains(&step) {

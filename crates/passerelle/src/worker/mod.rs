@@ -13,6 +13,7 @@
 //! effects commit atomically, and the ERP sees a repeated create as a replay.
 
 mod credentials;
+mod dry_run;
 mod export;
 pub mod gate;
 mod import;

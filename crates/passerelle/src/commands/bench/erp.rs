@@ -209,7 +209,8 @@ async fn limited_run(
     )
     .await?;
     service::set_status(&bench.store, integration.id, IntegrationStatus::Active).await?;
-    let run = service::trigger_sync(&bench.store, &bench.publisher, integration.id, &[]).await?;
+    let run =
+        service::trigger_sync(&bench.store, &bench.publisher, integration.id, &[], false).await?;
     let run = bench.wait(run.id, Duration::from_secs(3600)).await?;
     anyhow::ensure!(
         run.status == RunStatus::Succeeded,

@@ -191,6 +191,7 @@ impl Bench {
             &self.publisher,
             integration,
             &["orders".into()],
+            false,
         )
         .await?)
     }
