@@ -485,6 +485,18 @@ fn validate_any(
     }
 }
 
+/// The integration's credentials, or an `Auth` error saying `who`'s are missing and which
+/// fields to `set` ("client_id and client_secret").
+pub(crate) fn required_credentials<'a>(
+    credentials: Option<&'a Credentials>,
+    who: &str,
+    set: &str,
+) -> Result<&'a Credentials, ConnectorError> {
+    credentials.ok_or_else(|| ConnectorError::Auth {
+        message: format!("{who} credentials are missing: set {set}"),
+    })
+}
+
 /// The non-empty credential `name`, or an `Auth` error saying `who` needs it.
 pub(crate) fn required_credential(
     credentials: &Credentials,

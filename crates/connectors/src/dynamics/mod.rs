@@ -80,9 +80,11 @@ impl DynamicsConnector {
         context: &ConnectorContext,
     ) -> Result<Self, ConnectorError> {
         let settings = DynamicsSettings::parse(settings, context)?;
-        let credentials = credentials.ok_or_else(|| ConnectorError::Auth {
-            message: "dynamics_365 credentials are missing: set client_id and client_secret".into(),
-        })?;
+        let credentials = crate::required_credentials(
+            credentials,
+            "dynamics_365",
+            "client_id and client_secret",
+        )?;
         let field = |name: &str| {
             credentials
                 .get_str(name)

@@ -31,7 +31,7 @@ use crate::http::{HttpOptions, HttpRuntime, Redactor};
 use crate::rate::RateKey;
 use crate::{
     Capabilities, ConnectorContext, ConnectorError, ExportOp, ExportResult, Idempotency, Reference,
-    required_credential,
+    required_credential, required_credentials,
 };
 use client::{SessionState, target};
 use passerelle_core::platform::PlatformRecord;
@@ -73,9 +73,7 @@ impl SapB1Connector {
         context: &ConnectorContext,
     ) -> Result<Self, ConnectorError> {
         let settings = SapB1Settings::parse(settings, context)?;
-        let credentials = credentials.ok_or_else(|| ConnectorError::Auth {
-            message: "sap_b1 credentials are missing: set username and password".into(),
-        })?;
+        let credentials = required_credentials(credentials, "sap_b1", "username and password")?;
         let username = required_credential(credentials, "username", "sap_b1")?;
         let password = required_credential(credentials, "password", "sap_b1")?;
         agree_with_settings(credentials, &settings)?;
@@ -212,5 +210,10 @@ pub(crate) mod tests {
             SapB1Connector::new(Some(&settings), Some(&missing), &ctx()),
             Err(ConnectorError::Auth { .. })
         ));
+        let none = SapB1Connector::new(Some(&settings), None, &ctx()).unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            "sap_b1 credentials are missing: set username and password"
+        );
     }
 }

@@ -61,9 +61,17 @@ impl XeroConnector {
         context: &ConnectorContext,
     ) -> Result<Self, ConnectorError> {
         let settings = XeroSettings::parse(settings, context)?;
-        let credentials = credentials.cloned().ok_or_else(|| ConnectorError::Auth {
-            message: "xero credentials are missing: set client_id, client_secret and refresh_token (or client_id and client_secret for a custom connection)".into(),
-        })?;
+        let credentials = crate::required_credentials(
+            credentials,
+            "xero",
+            "client_id, client_secret and refresh_token (or client_id and client_secret for a custom connection)",
+        )?;
+        let tokens = OAuthTokens::new(
+            XERO,
+            settings.token_url.clone(),
+            credentials.clone(),
+            context.credential_store.clone(),
+        )?;
         let mut http = HttpRuntime::new(
             context,
             HttpOptions {
@@ -71,7 +79,7 @@ impl XeroConnector {
                 client: "xero",
                 ..HttpOptions::default()
             },
-            Redactor::new(crate::oauth::secrets(&credentials)),
+            Redactor::new(crate::oauth::secrets(credentials)),
         )?;
         if let Some(gate) = &context.rate_gate {
             let key = RateKey {
@@ -88,12 +96,6 @@ impl XeroConnector {
                 http = http.also_limited_by(app, settings.app_limits);
             }
         }
-        let tokens = OAuthTokens::new(
-            XERO,
-            settings.token_url.clone(),
-            credentials,
-            context.credential_store.clone(),
-        )?;
         Ok(Self {
             capabilities: Capabilities::accounting(settings.batch_size, Idempotency::Key),
             settings,
