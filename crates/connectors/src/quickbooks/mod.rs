@@ -56,14 +56,6 @@ pub struct QuickBooksConnector {
     capabilities: Capabilities,
 }
 
-impl std::fmt::Debug for QuickBooksConnector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuickBooksConnector")
-            .field("realm_id", &self.settings.realm_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl QuickBooksConnector {
     pub fn new(
         settings: Option<&Value>,
@@ -123,7 +115,7 @@ impl QuickBooksConnector {
 
 // Lines name their item by id (QuickBooks) or bind their product row (Dataverse): the
 // payload refers to the customer and every product.
-http_connector!(QuickBooksConnector, IntegrationType::QuickBooks, map_record);
+http_connector!(QuickBooksConnector, IntegrationType::QuickBooks, map_record, debug: realm_id);
 
 #[cfg(test)]
 pub(crate) mod tests {

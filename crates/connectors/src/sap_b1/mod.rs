@@ -57,15 +57,6 @@ pub struct SapB1Connector {
     capabilities: Capabilities,
 }
 
-impl std::fmt::Debug for SapB1Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SapB1Connector")
-            .field("server", &self.settings.server.as_str())
-            .field("company_db", &self.settings.company_db)
-            .finish_non_exhaustive()
-    }
-}
-
 impl SapB1Connector {
     pub fn new(
         settings: Option<&Value>,
@@ -137,7 +128,7 @@ fn agree_with_settings(
     Ok(())
 }
 
-http_connector!(SapB1Connector, IntegrationType::SapB1);
+http_connector!(SapB1Connector, IntegrationType::SapB1, debug: server, company_db);
 
 impl SapB1Connector {
     fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
@@ -214,6 +205,14 @@ pub(crate) mod tests {
         assert_eq!(
             none.to_string(),
             "sap_b1 credentials are missing: set username and password"
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_account_and_no_credential() {
+        assert_eq!(
+            format!("{:?}", connector(json!({}))),
+            r#"SapB1Connector { server: "https://sap.example.com:50000/", company_db: "SBODEMOFR", .. }"#
         );
     }
 }

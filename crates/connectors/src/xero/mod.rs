@@ -46,14 +46,6 @@ const XERO: Issuer = Issuer {
     client_credentials: true,
 };
 
-impl std::fmt::Debug for XeroConnector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XeroConnector")
-            .field("tenant_id", &self.settings.tenant_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl XeroConnector {
     pub fn new(
         settings: Option<&Value>,
@@ -105,7 +97,7 @@ impl XeroConnector {
     }
 }
 
-http_connector!(XeroConnector, IntegrationType::Xero);
+http_connector!(XeroConnector, IntegrationType::Xero, debug: tenant_id);
 
 impl XeroConnector {
     fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
