@@ -9,11 +9,12 @@
 /// The `Connector` impl every HTTP connector shares. The ERP's own logic lives in inherent
 /// methods of the connector (`connection_test`, `payload`, `refers_to`, `export_ops`,
 /// `read_page`, and its `capabilities` and `http` fields); this only wires them to the trait,
-/// so the five impls do not repeat one another.
+/// so the five impls do not repeat one another. `debug: a, b` also implements `Debug`,
+/// showing only `settings.a` and `settings.b`: the ERP account, never a secret.
 macro_rules! http_connector {
     // A connector whose payloads come from `$map(&settings, record)` and whose payloads
     // name every record an order or invoice refers to (its customer and products).
-    ($connector:ty, $kind:expr, $map:path) => {
+    ($connector:ty, $kind:expr, $map:path, debug: $($field:ident),+) => {
         impl $connector {
             fn payload(
                 &self,
@@ -27,6 +28,16 @@ macro_rules! http_connector {
                 record: &passerelle_core::platform::PlatformRecord,
             ) -> Vec<$crate::Reference> {
                 record.references()
+            }
+        }
+        http_connector!($connector, $kind, debug: $($field),+);
+    };
+    ($connector:ty, $kind:expr, debug: $($field:ident),+) => {
+        impl std::fmt::Debug for $connector {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($connector))
+                    $(.field(stringify!($field), &self.settings.$field.as_str()))+
+                    .finish_non_exhaustive()
             }
         }
         http_connector!($connector, $kind);
@@ -496,6 +507,18 @@ fn validate_any(
         // (a JSON object) is checked by the store.
         _ => Ok(()),
     }
+}
+
+/// The integration's credentials, or an `Auth` error saying `who`'s are missing and which
+/// fields to `set` ("client_id and client_secret").
+pub(crate) fn required_credentials<'a>(
+    credentials: Option<&'a Credentials>,
+    who: &str,
+    set: &str,
+) -> Result<&'a Credentials, ConnectorError> {
+    credentials.ok_or_else(|| ConnectorError::Auth {
+        message: format!("{who} credentials are missing: set {set}"),
+    })
 }
 
 /// The non-empty credential `name`, or an `Auth` error saying `who` needs it.

@@ -400,3 +400,295 @@ impl ClientCredentials {
         Ok(answer.access_token)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{HttpOptions, Redactor};
+    use serde_json::json;
+    use std::sync::Mutex as StdMutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const SECRET: &str = "CLIENT_SECRET_5f3a";
+
+    /// What the server saw of one request.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        path: String,
+        authorization: Option<String>,
+        body: String,
+    }
+
+    /// How the server answers a request, given how many reached its path before it.
+    type Answer = Arc<dyn Fn(&Seen, usize) -> (u16, Value) + Send + Sync>;
+
+    /// A loopback HTTP/1.1 server answering each request with `answer`; keeps every request,
+    /// in arrival order.
+    async fn serve(
+        answer: impl Fn(&Seen, usize) -> (u16, Value) + Send + Sync + 'static,
+    ) -> (Url, Arc<StdMutex<Vec<Seen>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let answer: Answer = Arc::new(answer);
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(connection(socket, answer.clone(), log.clone()));
+            }
+        });
+        (base, seen)
+    }
+
+    /// Serves the requests of one (kept-alive) connection.
+    async fn connection(mut socket: TcpStream, answer: Answer, log: Arc<StdMutex<Vec<Seen>>>) {
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let head_end = loop {
+                if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+            let header = |name: &str| {
+                head.split("\r\n").skip(1).find_map(|line| {
+                    let (n, v) = line.split_once(':')?;
+                    n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                })
+            };
+            let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+            while buffer.len() < head_end + length {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let request = Seen {
+                path: head.split(' ').nth(1).unwrap().to_owned(),
+                authorization: header("authorization"),
+                body: String::from_utf8_lossy(&buffer[head_end..head_end + length]).into_owned(),
+            };
+            buffer.drain(..head_end + length);
+            let before = {
+                let mut log = log.lock().unwrap();
+                let before = log.iter().filter(|r| r.path == request.path).count();
+                log.push(request.clone());
+                before
+            };
+            let (status, body) = answer(&request, before);
+            let body = body.to_string();
+            let reply = format!(
+                "HTTP/1.1 {status} Answer\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if socket.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The requests that reached `path`.
+    fn to(seen: &StdMutex<Vec<Seen>>, path: &str) -> Vec<Seen> {
+        let seen = seen.lock().unwrap();
+        seen.iter().filter(|r| r.path == path).cloned().collect()
+    }
+
+    /// A runtime that never retries on its own (each request counted is the code's), and
+    /// knows the secret, as the connectors' runtimes do.
+    fn runtime(client: &'static str) -> HttpRuntime {
+        let options = HttpOptions {
+            max_retries: 0,
+            client,
+            ..HttpOptions::default()
+        };
+        HttpRuntime::new(
+            &crate::test_context(),
+            options,
+            Redactor::new([SECRET.to_owned()]),
+        )
+        .unwrap()
+    }
+
+    /// A token answer: `t1`, `t2`, … in order, living `expires_in` seconds.
+    fn token(n: usize, expires_in: i64) -> (u16, Value) {
+        (
+            200,
+            json!({"access_token": format!("t{}", n + 1), "expires_in": expires_in}),
+        )
+    }
+
+    fn entra(token_url: Url) -> ClientCredentials {
+        ClientCredentials::new(
+            ClientCredentialsIssuer {
+                vendor: "Entra ID",
+                refused_hint: "check client_id and client_secret",
+                default_lifetime_secs: 3599,
+            },
+            token_url,
+            "app-1".to_owned(),
+            SECRET.to_owned(),
+            Some("https://org.crm.dynamics.com/.default".to_owned()),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_client_credentials_token_is_asked_for_once_and_reused_until_renewed() {
+        let (base, seen) = serve(|_, n| token(n, 3600)).await;
+        let http = runtime("oauth-tests-cc-cached");
+        let tokens = entra(base.join("/token").unwrap());
+        assert_eq!(tokens.access_token(&http, false).await.unwrap(), "t1");
+        assert_eq!(tokens.access_token(&http, false).await.unwrap(), "t1");
+        let asked = to(&seen, "/token");
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        let form = &asked[0].body;
+        for field in [
+            "grant_type=client_credentials",
+            "client_id=app-1",
+            &format!("client_secret={SECRET}"),
+            "scope=https%3A%2F%2Forg.crm.dynamics.com%2F.default",
+        ] {
+            assert!(form.contains(field), "{field} not in {form}");
+        }
+        // After a 401 the caller renews: a new token, asked for once more.
+        assert_eq!(tokens.access_token(&http, true).await.unwrap(), "t2");
+        assert_eq!(tokens.access_token(&http, false).await.unwrap(), "t2");
+        assert_eq!(to(&seen, "/token").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_client_credentials_token_within_a_minute_of_expiry_is_asked_for_again() {
+        let (base, seen) = serve(|_, n| token(n, 30)).await;
+        let http = runtime("oauth-tests-cc-expiring");
+        let tokens = entra(base.join("/token").unwrap());
+        assert_eq!(tokens.access_token(&http, false).await.unwrap(), "t1");
+        assert_eq!(tokens.access_token(&http, false).await.unwrap(), "t2");
+        assert_eq!(to(&seen, "/token").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn refused_client_credentials_are_an_auth_error_naming_the_vendor_without_the_secret() {
+        for status in [400, 401] {
+            // The endpoint quotes the secret back, as a careless one might, in the part of
+            // its answer that goes into the message.
+            let (base, seen) = serve(move |_, _| {
+                let error = format!("invalid_client: the secret {SECRET} is wrong");
+                (status, json!({ "error": error }))
+            })
+            .await;
+            let http = runtime("oauth-tests-cc-refused");
+            let err = entra(base.join("/token").unwrap())
+                .access_token(&http, false)
+                .await
+                .unwrap_err();
+            let ConnectorError::Auth { message } = &err else {
+                panic!("HTTP {status}: not an auth error: {err:?}");
+            };
+            assert!(
+                message.starts_with("Entra ID refused the client credentials"),
+                "HTTP {status}: {message}"
+            );
+            assert!(
+                message.contains("invalid_client") && message.contains("check client_id"),
+                "{message}"
+            );
+            assert!(!message.contains(SECRET), "HTTP {status}: {message}");
+            assert_eq!(to(&seen, "/token").len(), 1, "HTTP {status}: asked again");
+        }
+    }
+
+    fn intuit(token_url: Url) -> OAuthTokens {
+        let credentials = Credentials::from_value(json!({
+            "client_id": "app-2",
+            "client_secret": SECRET,
+            "refresh_token": "RT-1",
+        }))
+        .unwrap();
+        let issuer = Issuer {
+            vendor: "Intuit",
+            app: "the QuickBooks app",
+            default_lifetime_secs: 3600,
+            client_credentials: false,
+        };
+        OAuthTokens::new(issuer, token_url, credentials, None).unwrap()
+    }
+
+    /// `GET /api` through `send_authorised`, as the connectors call it.
+    async fn call_api(
+        tokens: &OAuthTokens,
+        http: &HttpRuntime,
+        base: &Url,
+    ) -> Result<u16, ConnectorError> {
+        let url = base.join("/api").unwrap();
+        tokens
+            .send_authorised(http, http, "Intuit", "REFUSED_AFTER_REFRESH", |bearer| {
+                crate::json_call(
+                    Method::GET,
+                    url.clone(),
+                    vec![(AUTHORIZATION, bearer)],
+                    None,
+                    true,
+                )
+            })
+            .await
+            .map(|reply| reply.status)
+    }
+
+    #[tokio::test]
+    async fn a_401_on_the_call_refreshes_the_token_once_and_repeats_the_call_once() {
+        let (base, seen) = serve(|request, n| match request.path.as_str() {
+            "/token" => token(n, 3600),
+            _ if n == 0 => (401, json!({"fault": "token expired"})),
+            _ => (200, json!({"ok": true})),
+        })
+        .await;
+        let http = runtime("oauth-tests-refresh-once");
+        let tokens = intuit(base.join("/token").unwrap());
+        assert_eq!(call_api(&tokens, &http, &base).await.unwrap(), 200);
+        let refreshes = to(&seen, "/token");
+        assert_eq!(refreshes.len(), 2, "{refreshes:?}");
+        assert!(
+            refreshes
+                .iter()
+                .all(|r| r.body.contains("grant_type=refresh_token")
+                    && r.body.contains("refresh_token=RT-1")),
+            "{refreshes:?}"
+        );
+        let calls: Vec<_> = to(&seen, "/api")
+            .into_iter()
+            .map(|r| r.authorization)
+            .collect();
+        assert_eq!(
+            calls,
+            [Some("Bearer t1".to_owned()), Some("Bearer t2".to_owned())]
+        );
+        // The refreshed token is kept: the next call asks for none.
+        assert_eq!(call_api(&tokens, &http, &base).await.unwrap(), 200);
+        assert_eq!(to(&seen, "/token").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_second_401_is_an_auth_error_not_another_refresh() {
+        let (base, seen) = serve(|request, n| match request.path.as_str() {
+            "/token" => token(n, 3600),
+            _ => (401, json!({"fault": "AuthenticationFailed"})),
+        })
+        .await;
+        let http = runtime("oauth-tests-refresh-refused");
+        let tokens = intuit(base.join("/token").unwrap());
+        let err = call_api(&tokens, &http, &base).await.unwrap_err();
+        assert!(matches!(err, ConnectorError::Auth { .. }), "{err:?}");
+        assert!(!err.to_string().contains(SECRET), "{err}");
+        assert_eq!(
+            to(&seen, "/token").len(),
+            2,
+            "one refresh after the first 401"
+        );
+        assert_eq!(to(&seen, "/api").len(), 2, "the call is repeated once");
+    }
+}

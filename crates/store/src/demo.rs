@@ -30,8 +30,8 @@ impl Store {
         let customers = customers.max(1);
         let mut tx = self.pool.begin().await?;
         let tenant_id = insert_tenant(&mut tx, name).await?;
-        insert_products(&mut tx, tenant_id, products).await?;
-        insert_customers(&mut tx, tenant_id, customers).await?;
+        insert_rows(&mut tx, PRODUCTS, tenant_id, products).await?;
+        insert_rows(&mut tx, CUSTOMERS, tenant_id, customers).await?;
         insert_orders(&mut tx, tenant_id, customers, orders).await?;
         insert_order_lines(&mut tx, tenant_id, products).await?;
         set_order_totals(&mut tx, tenant_id).await?;
@@ -120,42 +120,35 @@ async fn insert_tenant(tx: &mut PgConnection, name: &str) -> Result<TenantId, St
     )
 }
 
-/// `SKU-00001` … with varied names and prices.
-async fn insert_products(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    products: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO platform.products (tenant_id, sku, name, description, price, currency)
-         SELECT $1, 'SKU-' || lpad(g::text, 5, '0'),
-                (ARRAY['Oak pallet','Steel bracket','Cotton tote','Glass jar','Paper roll','Copper wire'])[1 + g % 6] || ' ' || g,
-                'Wholesale unit ' || g, round((3 + (g * 37 % 400) / 4.0)::numeric, 2), 'EUR'
-           FROM generate_series(1, $2) g",
-    )
-    .bind(tenant)
-    .bind(products)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
+/// `SKU-00001` … with varied names and prices: `$1` the tenant, `$2` how many.
+const PRODUCTS: &str =
+    "INSERT INTO platform.products (tenant_id, sku, name, description, price, currency)
+     SELECT $1, 'SKU-' || lpad(g::text, 5, '0'),
+            (ARRAY['Oak pallet','Steel bracket','Cotton tote','Glass jar','Paper roll','Copper wire'])[1 + g % 6] || ' ' || g,
+            'Wholesale unit ' || g, round((3 + (g * 37 % 400) / 4.0)::numeric, 2), 'EUR'
+       FROM generate_series(1, $2) g";
 
-async fn insert_customers(
+/// `buyer1@tenant7.example` … with a company, a phone and a VAT number: `$1` the tenant,
+/// `$2` how many.
+const CUSTOMERS: &str =
+    "INSERT INTO platform.customers (tenant_id, email, name, company_name, phone, vat_number)
+     SELECT $1, 'buyer' || g || '@tenant' || $1 || '.example', 'Buyer ' || g,
+            'Company ' || g || ' SARL', '+33 1 00 00 ' || lpad((g % 100)::text, 2, '0'),
+            'FR' || lpad((g * 7919 % 100000000000)::text, 11, '0')
+       FROM generate_series(1, $2) g";
+
+/// Inserts `count` of the tenant's rows with `insert` (`PRODUCTS`, `CUSTOMERS`).
+async fn insert_rows(
     tx: &mut PgConnection,
+    insert: &'static str,
     tenant: TenantId,
-    customers: i64,
+    count: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO platform.customers (tenant_id, email, name, company_name, phone, vat_number)
-         SELECT $1, 'buyer' || g || '@tenant' || $1 || '.example', 'Buyer ' || g,
-                'Company ' || g || ' SARL', '+33 1 00 00 ' || lpad((g % 100)::text, 2, '0'),
-                'FR' || lpad((g * 7919 % 100000000000)::text, 11, '0')
-           FROM generate_series(1, $2) g",
-    )
-    .bind(tenant)
-    .bind(customers)
-    .execute(tx)
-    .await?;
+    sqlx::query(insert)
+        .bind(tenant)
+        .bind(count)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 

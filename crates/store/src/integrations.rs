@@ -445,12 +445,7 @@ impl Store {
         integration: &Integration,
         credentials: &Credentials,
     ) -> Result<bool, StoreError> {
-        let sealed = seal(
-            Some(vault),
-            integration.id,
-            integration.tenant_id,
-            Some(credentials),
-        )?;
+        let sealed = seal_for(vault, integration.owner(), credentials)?;
         let updated = sqlx::query(
             "UPDATE integrations SET credentials = $2 WHERE id = $1 AND credentials IS NOT DISTINCT FROM $3",
         )
@@ -473,12 +468,7 @@ impl Store {
         lease: &crate::LeaseToken,
         credentials: &Credentials,
     ) -> Result<(), StoreError> {
-        let sealed = seal(
-            Some(vault),
-            integration.id,
-            integration.tenant_id,
-            Some(credentials),
-        )?;
+        let sealed = seal_for(vault, integration.owner(), credentials)?;
         let updated = sqlx::query(
             "UPDATE integrations SET credentials = $2
               WHERE id = $1 AND EXISTS (SELECT 1 FROM integration_leases l
@@ -501,6 +491,8 @@ impl Store {
     }
 }
 
+/// The credentials given to a create or an update, sealed; none given, nothing sealed (and no
+/// vault needed).
 fn seal(
     vault: Option<&Vault>,
     integration_id: IntegrationId,
@@ -518,11 +510,20 @@ fn seal(
         integration_id,
         tenant_id,
     };
+    seal_for(vault, owner, credentials).map(Some)
+}
+
+/// `credentials` sealed with `owner` (the row's id and tenant) as associated data.
+fn seal_for(
+    vault: &Vault,
+    owner: CredentialOwner,
+    credentials: &Credentials,
+) -> Result<serde_json::Value, StoreError> {
     vault
         .seal(owner, credentials)
-        .map(|s| Some(s.to_json()))
+        .map(|s| s.to_json())
         .map_err(|source| StoreError::Vault {
-            integration_id,
+            integration_id: owner.integration_id,
             source,
         })
 }

@@ -48,6 +48,12 @@ pub struct MappingFilter {
 /// How many times `map_ids` retries after losing a race on a unique key.
 const MAP_IDS_ATTEMPTS: usize = 5;
 
+/// One side of a mapping, to find the other by.
+enum Known<'a> {
+    Internal(&'a str),
+    External(&'a str),
+}
+
 impl Store {
     /// The legacy app's `mapIds`: records that `internal_id` is `external_id` at the ERP. An existing
     /// mapping on either unique key is updated rather than tripping a constraint error (the
@@ -142,15 +148,8 @@ impl Store {
         entity_type: MappingEntityType,
         internal_id: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT external_id FROM integration_mappings
-              WHERE integration_id = $1 AND entity_type = $2 AND internal_id = $3",
-        )
-        .bind(integration_id)
-        .bind(entity_type)
-        .bind(internal_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.mapped_id(integration_id, entity_type, Known::Internal(internal_id))
+            .await
     }
 
     /// The legacy app's `getInternalId`.
@@ -160,15 +159,35 @@ impl Store {
         entity_type: MappingEntityType,
         external_id: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT internal_id FROM integration_mappings
-              WHERE integration_id = $1 AND entity_type = $2 AND external_id = $3",
-        )
-        .bind(integration_id)
-        .bind(entity_type)
-        .bind(external_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.mapped_id(integration_id, entity_type, Known::External(external_id))
+            .await
+    }
+
+    /// The other id of the mapping `known` belongs to.
+    async fn mapped_id(
+        &self,
+        integration_id: IntegrationId,
+        entity_type: MappingEntityType,
+        known: Known<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        let (query, id) = match known {
+            Known::Internal(id) => (
+                "SELECT external_id FROM integration_mappings
+                  WHERE integration_id = $1 AND entity_type = $2 AND internal_id = $3",
+                id,
+            ),
+            Known::External(id) => (
+                "SELECT internal_id FROM integration_mappings
+                  WHERE integration_id = $1 AND entity_type = $2 AND external_id = $3",
+                id,
+            ),
+        };
+        Ok(sqlx::query_scalar(query)
+            .bind(integration_id)
+            .bind(entity_type)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// The legacy app's `markSynced`.

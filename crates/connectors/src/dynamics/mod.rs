@@ -65,14 +65,6 @@ pub struct DynamicsConnector {
     capabilities: Capabilities,
 }
 
-impl std::fmt::Debug for DynamicsConnector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DynamicsConnector")
-            .field("environment_url", &self.settings.environment_url.as_str())
-            .finish_non_exhaustive()
-    }
-}
-
 impl DynamicsConnector {
     pub fn new(
         settings: Option<&Value>,
@@ -80,9 +72,11 @@ impl DynamicsConnector {
         context: &ConnectorContext,
     ) -> Result<Self, ConnectorError> {
         let settings = DynamicsSettings::parse(settings, context)?;
-        let credentials = credentials.ok_or_else(|| ConnectorError::Auth {
-            message: "dynamics_365 credentials are missing: set client_id and client_secret".into(),
-        })?;
+        let credentials = crate::required_credentials(
+            credentials,
+            "dynamics_365",
+            "client_id and client_secret",
+        )?;
         let field = |name: &str| {
             credentials
                 .get_str(name)
@@ -150,7 +144,12 @@ impl DynamicsConnector {
 
 // Lines name their item by id (QuickBooks) or bind their product row (Dataverse): the
 // payload refers to the customer and every product.
-http_connector!(DynamicsConnector, IntegrationType::Dynamics365, map_record);
+http_connector!(
+    DynamicsConnector,
+    IntegrationType::Dynamics365,
+    map_record,
+    debug: environment_url
+);
 
 #[cfg(test)]
 pub(crate) mod tests {

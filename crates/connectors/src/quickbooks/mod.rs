@@ -56,14 +56,6 @@ pub struct QuickBooksConnector {
     capabilities: Capabilities,
 }
 
-impl std::fmt::Debug for QuickBooksConnector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuickBooksConnector")
-            .field("realm_id", &self.settings.realm_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl QuickBooksConnector {
     pub fn new(
         settings: Option<&Value>,
@@ -71,12 +63,18 @@ impl QuickBooksConnector {
         context: &ConnectorContext,
     ) -> Result<Self, ConnectorError> {
         let settings = QuickBooksSettings::parse(settings, context)?;
-        let credentials = credentials.cloned().ok_or_else(|| ConnectorError::Auth {
-            message:
-                "quickbooks credentials are missing: set client_id, client_secret and refresh_token"
-                    .into(),
-        })?;
-        let secrets = crate::oauth::secrets(&credentials);
+        let credentials = crate::required_credentials(
+            credentials,
+            "quickbooks",
+            "client_id, client_secret and refresh_token",
+        )?;
+        let tokens = OAuthTokens::new(
+            INTUIT,
+            settings.token_url.clone(),
+            credentials.clone(),
+            context.credential_store.clone(),
+        )?;
+        let secrets = crate::oauth::secrets(credentials);
         let options = HttpOptions {
             request_timeout: settings.timeout,
             // Intuit sends no `Retry-After` with its 429s and says to wait 60 s: the runtime
@@ -105,12 +103,6 @@ impl QuickBooksConnector {
                 .with_fleet_gate(gate.clone(), key, settings.limits)
                 .also_limited_by(batch_key, settings.batch_limits);
         }
-        let tokens = OAuthTokens::new(
-            INTUIT,
-            settings.token_url.clone(),
-            credentials,
-            context.credential_store.clone(),
-        )?;
         Ok(Self {
             capabilities: Capabilities::accounting(settings.batch_size, Idempotency::Key),
             settings,
@@ -123,7 +115,7 @@ impl QuickBooksConnector {
 
 // Lines name their item by id (QuickBooks) or bind their product row (Dataverse): the
 // payload refers to the customer and every product.
-http_connector!(QuickBooksConnector, IntegrationType::QuickBooks, map_record);
+http_connector!(QuickBooksConnector, IntegrationType::QuickBooks, map_record, debug: realm_id);
 
 #[cfg(test)]
 pub(crate) mod tests {

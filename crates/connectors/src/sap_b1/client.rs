@@ -35,31 +35,33 @@ pub(super) struct Target {
 
 pub(super) fn target(entity: Entity) -> Option<Target> {
     Some(match entity {
-        Entity::Product => Target {
-            collection: "Items",
-            key: "ItemCode",
-            reference: "ItemCode",
-        },
-        Entity::Customer => Target {
-            collection: "BusinessPartners",
-            key: "CardCode",
-            reference: "CardCode",
-        },
-        Entity::Order => Target {
-            collection: "Orders",
-            key: "DocEntry",
-            reference: "NumAtCard",
-        },
-        Entity::Invoice => Target {
-            collection: "Invoices",
-            key: "DocEntry",
-            reference: "NumAtCard",
-        },
+        Entity::Product => Target::master_data("Items", "ItemCode"),
+        Entity::Customer => Target::master_data("BusinessPartners", "CardCode"),
+        Entity::Order => Target::document("Orders"),
+        Entity::Invoice => Target::document("Invoices"),
         Entity::Inventory => return None,
     })
 }
 
 impl Target {
+    /// Master data is keyed by its code, which is also our reference.
+    const fn master_data(collection: &'static str, code: &'static str) -> Self {
+        Self {
+            collection,
+            key: code,
+            reference: code,
+        }
+    }
+
+    /// A marketing document is keyed by `DocEntry` and carries our reference in `NumAtCard`.
+    const fn document(collection: &'static str) -> Self {
+        Self {
+            collection,
+            key: "DocEntry",
+            reference: "NumAtCard",
+        }
+    }
+
     pub(super) fn is_document(self) -> bool {
         self.key == "DocEntry"
     }

@@ -31,7 +31,7 @@ use crate::http::{HttpOptions, HttpRuntime, Redactor};
 use crate::rate::RateKey;
 use crate::{
     Capabilities, ConnectorContext, ConnectorError, ExportOp, ExportResult, Idempotency, Reference,
-    required_credential,
+    required_credential, required_credentials,
 };
 use client::{SessionState, target};
 use passerelle_core::platform::PlatformRecord;
@@ -57,15 +57,6 @@ pub struct SapB1Connector {
     capabilities: Capabilities,
 }
 
-impl std::fmt::Debug for SapB1Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SapB1Connector")
-            .field("server", &self.settings.server.as_str())
-            .field("company_db", &self.settings.company_db)
-            .finish_non_exhaustive()
-    }
-}
-
 impl SapB1Connector {
     pub fn new(
         settings: Option<&Value>,
@@ -73,9 +64,7 @@ impl SapB1Connector {
         context: &ConnectorContext,
     ) -> Result<Self, ConnectorError> {
         let settings = SapB1Settings::parse(settings, context)?;
-        let credentials = credentials.ok_or_else(|| ConnectorError::Auth {
-            message: "sap_b1 credentials are missing: set username and password".into(),
-        })?;
+        let credentials = required_credentials(credentials, "sap_b1", "username and password")?;
         let username = required_credential(credentials, "username", "sap_b1")?;
         let password = required_credential(credentials, "password", "sap_b1")?;
         agree_with_settings(credentials, &settings)?;
@@ -139,7 +128,7 @@ fn agree_with_settings(
     Ok(())
 }
 
-http_connector!(SapB1Connector, IntegrationType::SapB1);
+http_connector!(SapB1Connector, IntegrationType::SapB1, debug: server, company_db);
 
 impl SapB1Connector {
     fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
@@ -212,5 +201,18 @@ pub(crate) mod tests {
             SapB1Connector::new(Some(&settings), Some(&missing), &ctx()),
             Err(ConnectorError::Auth { .. })
         ));
+        let none = SapB1Connector::new(Some(&settings), None, &ctx()).unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            "sap_b1 credentials are missing: set username and password"
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_account_and_no_credential() {
+        assert_eq!(
+            format!("{:?}", connector(json!({}))),
+            r#"SapB1Connector { server: "https://sap.example.com:50000/", company_db: "SBODEMOFR", .. }"#
+        );
     }
 }

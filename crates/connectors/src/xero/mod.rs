@@ -46,14 +46,6 @@ const XERO: Issuer = Issuer {
     client_credentials: true,
 };
 
-impl std::fmt::Debug for XeroConnector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XeroConnector")
-            .field("tenant_id", &self.settings.tenant_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl XeroConnector {
     pub fn new(
         settings: Option<&Value>,
@@ -61,9 +53,17 @@ impl XeroConnector {
         context: &ConnectorContext,
     ) -> Result<Self, ConnectorError> {
         let settings = XeroSettings::parse(settings, context)?;
-        let credentials = credentials.cloned().ok_or_else(|| ConnectorError::Auth {
-            message: "xero credentials are missing: set client_id, client_secret and refresh_token (or client_id and client_secret for a custom connection)".into(),
-        })?;
+        let credentials = crate::required_credentials(
+            credentials,
+            "xero",
+            "client_id, client_secret and refresh_token (or client_id and client_secret for a custom connection)",
+        )?;
+        let tokens = OAuthTokens::new(
+            XERO,
+            settings.token_url.clone(),
+            credentials.clone(),
+            context.credential_store.clone(),
+        )?;
         let mut http = HttpRuntime::new(
             context,
             HttpOptions {
@@ -71,7 +71,7 @@ impl XeroConnector {
                 client: "xero",
                 ..HttpOptions::default()
             },
-            Redactor::new(crate::oauth::secrets(&credentials)),
+            Redactor::new(crate::oauth::secrets(credentials)),
         )?;
         if let Some(gate) = &context.rate_gate {
             let key = RateKey {
@@ -88,12 +88,6 @@ impl XeroConnector {
                 http = http.also_limited_by(app, settings.app_limits);
             }
         }
-        let tokens = OAuthTokens::new(
-            XERO,
-            settings.token_url.clone(),
-            credentials,
-            context.credential_store.clone(),
-        )?;
         Ok(Self {
             capabilities: Capabilities::accounting(settings.batch_size, Idempotency::Key),
             settings,
@@ -103,7 +97,7 @@ impl XeroConnector {
     }
 }
 
-http_connector!(XeroConnector, IntegrationType::Xero);
+http_connector!(XeroConnector, IntegrationType::Xero, debug: tenant_id);
 
 impl XeroConnector {
     fn payload(&self, record: &PlatformRecord) -> Result<Value, ConnectorError> {
