@@ -105,6 +105,7 @@ pub(crate) fn customer_only(record: &PlatformRecord) -> Vec<Reference> {
 }
 
 pub mod breaker;
+pub mod consent;
 pub mod custom_api;
 pub mod dynamics;
 pub mod error;

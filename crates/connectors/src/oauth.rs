@@ -38,6 +38,24 @@ pub(crate) fn bearer(token: &str, vendor: &str) -> Result<HeaderValue, Connector
     Ok(value)
 }
 
+/// HTTP Basic client authentication (RFC 6749 §2.3.1), marked sensitive.
+pub(crate) fn basic_auth(
+    client_id: &str,
+    client_secret: &str,
+    vendor: &str,
+) -> Result<HeaderValue, ConnectorError> {
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{client_secret}"));
+    let mut value =
+        HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| ConnectorError::Auth {
+            message: format!(
+                "{vendor} client_id or client_secret contains characters that cannot be sent"
+            ),
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// Who issues the tokens, for messages.
 #[derive(Debug, Clone, Copy)]
 pub struct Issuer {
@@ -79,16 +97,16 @@ impl CachedToken {
 }
 
 /// What a token endpoint answered.
-struct TokenAnswer {
-    access_token: String,
-    expires_at: DateTime<Utc>,
-    refresh_token: Option<String>,
+pub(crate) struct TokenAnswer {
+    pub(crate) access_token: String,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) refresh_token: Option<String>,
 }
 
 /// Posts a token request (`call`); a refusal is an `Auth` error whose message `refused`
 /// builds from the endpoint's. `vendor` issues the tokens; an answer without `expires_in`
 /// lives `default_lifetime_secs`.
-async fn request_token(
+pub(crate) async fn request_token(
     http: &HttpRuntime,
     call: &HttpCall,
     vendor: &str,
@@ -168,16 +186,7 @@ impl OAuthTokens {
                 message: format!("{} credentials need `refresh_token`", issuer.vendor),
             });
         }
-        let basic = base64::engine::general_purpose::STANDARD
-            .encode(format!("{client_id}:{client_secret}"));
-        let mut client_auth =
-            HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| ConnectorError::Auth {
-                message: format!(
-                    "{} client_id or client_secret contains characters that cannot be sent",
-                    issuer.vendor
-                ),
-            })?;
-        client_auth.set_sensitive(true);
+        let client_auth = basic_auth(&client_id, &client_secret, issuer.vendor)?;
         let access_token = credentials.get_str("access_token").map(str::to_owned);
         let expires_at = credentials
             .get_str("access_token_expires_at")

@@ -39,7 +39,7 @@ use passerelle_core::IntegrationType;
 use passerelle_core::vault::Credentials;
 use serde_json::Value;
 
-const INTUIT: Issuer = Issuer {
+pub(crate) const INTUIT: Issuer = Issuer {
     vendor: "Intuit",
     app: "the QuickBooks app",
     default_lifetime_secs: 3600,

@@ -24,6 +24,7 @@ struct RawSettings {
     realm_id: Option<String>,
     api_url: Option<String>,
     token_url: Option<String>,
+    authorize_url: Option<String>,
     order_document: Option<OrderDocument>,
     income_account_id: Option<String>,
     invoice_item_id: Option<String>,
@@ -40,6 +41,8 @@ pub struct QuickBooksSettings {
     /// Base of `/v3/company/{realm}`.
     pub api_url: Url,
     pub token_url: Url,
+    /// Where an admin gives consent (the authorization-code grant's first leg).
+    pub authorize_url: Url,
     pub order_document: OrderDocument,
     /// The income account new items book their sales on (QuickBooks requires one).
     pub income_account_id: Option<String>,
@@ -86,6 +89,12 @@ impl QuickBooksSettings {
                 .unwrap_or("https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"),
             "settings.token_url",
         )?;
+        let authorize_url = context.url_policy.check(
+            raw.authorize_url
+                .as_deref()
+                .unwrap_or("https://appcenter.intuit.com/connect/oauth2"),
+            "settings.authorize_url",
+        )?;
         let batch_size = raw.batch_size.unwrap_or(30);
         if !(1..=30).contains(&batch_size) {
             return Err(ConnectorError::fatal(
@@ -108,6 +117,7 @@ impl QuickBooksSettings {
             realm_id,
             api_url,
             token_url,
+            authorize_url,
             order_document: raw.order_document.unwrap_or(OrderDocument::Estimate),
             income_account_id: raw.income_account_id,
             invoice_item_id: raw.invoice_item_id,

@@ -38,7 +38,7 @@ pub struct XeroConnector {
     capabilities: Capabilities,
 }
 
-const XERO: Issuer = Issuer {
+pub(crate) const XERO: Issuer = Issuer {
     vendor: "Xero",
     app: "the Xero app",
     default_lifetime_secs: 1800,

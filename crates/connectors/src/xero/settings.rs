@@ -21,6 +21,7 @@ struct RawSettings {
     tenant_id: Option<String>,
     api_url: Option<String>,
     token_url: Option<String>,
+    authorize_url: Option<String>,
     order_document: Option<OrderDocument>,
     sales_account_code: Option<String>,
     batch_size: Option<usize>,
@@ -35,6 +36,8 @@ pub struct XeroSettings {
     /// Base of `/api.xro/2.0` and `/connections`.
     pub api_url: Url,
     pub token_url: Url,
+    /// Where an admin gives consent (the authorization-code grant's first leg).
+    pub authorize_url: Url,
     pub order_document: OrderDocument,
     pub sales_account_code: String,
     pub batch_size: usize,
@@ -64,6 +67,12 @@ impl XeroSettings {
                 .unwrap_or("https://identity.xero.com/connect/token"),
             "settings.token_url",
         )?;
+        let authorize_url = context.url_policy.check(
+            raw.authorize_url
+                .as_deref()
+                .unwrap_or("https://login.xero.com/identity/connect/authorize"),
+            "settings.authorize_url",
+        )?;
         let batch_size = raw.batch_size.unwrap_or(50);
         if !(1..=100).contains(&batch_size) {
             return Err(ConnectorError::fatal(
@@ -81,6 +90,7 @@ impl XeroSettings {
             tenant_id,
             api_url,
             token_url,
+            authorize_url,
             order_document: raw.order_document.unwrap_or(OrderDocument::Quote),
             sales_account_code: raw.sales_account_code.unwrap_or_else(|| "200".into()),
             batch_size,
