@@ -449,6 +449,10 @@ async fn invalid_bodies_get_422_naming_every_field() {
             json!({"name": "x", "type": "xero", "settings": {"tenant_id": "t"}, "credentials": {"client_id": "c"}}),
             "credentials",
         ),
+        (
+            json!({"name": "x", "type": "custom_api", "settings": {"api_url": url}, "webhook_url": "ftp://hooks.example.com/"}),
+            "webhook_url",
+        ),
     ] {
         let got = post(body.clone()).await;
         assert_eq!(
@@ -508,6 +512,25 @@ async fn private_addresses_are_refused_unless_configuration_allows_them() {
         );
         assert_eq!(got.body["errors"][0]["field"], "settings", "{}", got.text);
     }
+    let hook = api
+        .call(
+            Method::POST,
+            "/api/v1/integrations",
+            &api.a.admin,
+            Some(json!({"name": "x", "type": "sage", "webhook_url": "https://10.0.0.8/hooks"})),
+        )
+        .await;
+    assert_eq!(
+        hook.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        hook.text
+    );
+    assert_eq!(
+        hook.body["errors"][0]["field"], "webhook_url",
+        "{}",
+        hook.text
+    );
 }
 
 #[tokio::test]
@@ -1022,4 +1045,172 @@ async fn the_cli_reads_what_the_api_reads() {
         .args(["logs", &id_arg, "--since", "yesterday"]));
     assert!(!out.status.success());
     assert!(stderr.contains("neither an RFC 3339 time"), "{stderr}");
+}
+
+/// A webhook receiver on loopback: answers 500 to the first request, 200 to the others, and
+/// keeps every request.
+async fn receiver() -> (
+    String,
+    Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+) {
+    type Seen = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hooks",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 headers: axum::http::HeaderMap,
+                 body: String| async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((headers, body));
+                    if seen.len() == 1 {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+/// Checks a Standard Webhooks signature the way a receiver's library does, independently of
+/// the sender's code: HMAC-SHA256 over `{id}.{timestamp}.{body}` with the decoded secret.
+fn verify(secret: &str, headers: &axum::http::HeaderMap, body: &str) {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let header = |name: &str| headers[name].to_str().unwrap().to_owned();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(
+        format!(
+            "{}.{}.{body}",
+            header("webhook-id"),
+            header("webhook-timestamp")
+        )
+        .as_bytes(),
+    );
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    assert!(
+        header("webhook-signature")
+            .split(' ')
+            .any(|s| s == expected),
+        "bad signature {} (expected {expected})",
+        header("webhook-signature")
+    );
+    let sent_at: i64 = header("webhook-timestamp").parse().unwrap();
+    assert!(
+        (chrono::Utc::now().timestamp() - sent_at).abs() < 300,
+        "stale timestamp"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_webhook_is_signed_retried_after_a_500_and_delivered_once() {
+    let api = Api::start("api_webhook").await;
+    let (url, seen) = receiver().await;
+    let created = api
+        .call(
+            Method::POST,
+            "/api/v1/integrations",
+            &api.a.admin,
+            Some(json!({
+                "name": "ERP",
+                "type": "custom_api",
+                "entities": ["product"],
+                "settings": {"api_url": api.env.sandbox.custom_api_url()},
+                "credentials": {"api_key": api.env.api_key},
+                "webhook_url": url,
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let secret = created.body["webhook_secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let id = created.body["id"].as_i64().unwrap();
+    let shown = api
+        .get(&format!("/api/v1/integrations/{id}"), &api.a.admin)
+        .await;
+    assert!(!shown.text.contains(&secret), "the secret was shown twice");
+    assert_eq!(shown.body["webhook_secret_set"], true);
+    api.call(
+        Method::POST,
+        &format!("/api/v1/integrations/{id}/activate"),
+        &api.a.admin,
+        None,
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO platform.products (tenant_id, sku, name, price, currency, active)
+         SELECT $1, 'SKU-W' || n, 'Product ' || n, 10.5, 'EUR', true FROM generate_series(1, 3) n",
+    )
+    .bind(api.a.id)
+    .execute(api.env.db.store.pool())
+    .await
+    .unwrap();
+    let _worker = api.env.worker(1);
+    let synced = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/integrations/{id}/sync"),
+            &api.a.admin,
+            None,
+        )
+        .await;
+    let run = synced.body["id"].as_str().unwrap().to_owned();
+    // The first attempt gets a 500; the retry comes about ten seconds later.
+    let started = std::time::Instant::now();
+    while seen.lock().unwrap().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "no retry arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "delivered more than once after the 200");
+    assert_eq!(
+        seen[0].0["webhook-id"], seen[1].0["webhook-id"],
+        "a retry keeps its id"
+    );
+    for (headers, body) in &seen {
+        verify(&secret, headers, body);
+        let event: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(event["type"], "run.finished");
+        assert_eq!(event["data"]["run_id"], run);
+        assert_eq!(event["data"]["status"], "succeeded");
+        assert_eq!(event["data"]["counts"]["synced"], 3);
+    }
+    let deliveries = api
+        .get(
+            &format!("/api/v1/integrations/{id}/webhook-deliveries"),
+            &api.a.viewer,
+        )
+        .await;
+    let delivery = &deliveries.body["data"][0];
+    assert_eq!(delivery["status"], "delivered", "{}", deliveries.text);
+    assert_eq!(delivery["attempts"], 2);
+    assert_eq!(delivery["last_status"], 204);
+    // A rotation hands out a new secret once.
+    let rotated = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/integrations/{id}/webhook-secret"),
+            &api.a.admin,
+            None,
+        )
+        .await;
+    let new_secret = rotated.body["webhook_secret"].as_str().unwrap();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
 }

@@ -245,3 +245,38 @@ async fn rotated_credentials_are_stored_only_under_a_live_lease() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn rotation_re_seals_webhook_secrets_too() {
+    let db = TestDb::migrated("vaultw").await;
+    let (k1_vault, k1) = vault_with("k1");
+    let rows = seed_integrations(&db, &k1_vault, 2).await;
+    let hooked = db
+        .store
+        .set_webhook(
+            &k1_vault,
+            &rows[1],
+            Some("https://hooks.example.com/p"),
+            Some("whsec_c2VjcmV0"),
+        )
+        .await
+        .unwrap();
+    let k2 = passerelle_core::vault::generate_key_base64();
+    let both =
+        Vault::new(KeyRing::from_base64("k2", [("k1", k1.as_str()), ("k2", k2.as_str())]).unwrap());
+    let report = passerelle_store::rotate_credentials(&db.store, &both, 10, None, |_| {})
+        .await
+        .unwrap();
+    // Two credentials and one webhook secret.
+    assert_eq!((report.rotated, report.remaining), (3, 0));
+    let only_k2 = Vault::new(KeyRing::from_base64("k2", [("k2", k2.as_str())]).unwrap());
+    let after = db.store.integration(hooked.id).await.unwrap();
+    assert_eq!(
+        after.open_webhook_secret(&only_k2).unwrap().as_deref(),
+        Some("whsec_c2VjcmV0")
+    );
+    assert_eq!(
+        after.webhook_url.as_deref(),
+        Some("https://hooks.example.com/p")
+    );
+}

@@ -224,6 +224,15 @@ impl RunStatus {
 }
 
 label_enum! {
+    /// Where a completion webhook's delivery stands.
+    WebhookStatus, "webhook_status", "webhook status" {
+        Pending => "pending",
+        Delivered => "delivered",
+        Failed => "failed",
+    }
+}
+
+label_enum! {
     /// What an admin API token may do: a viewer reads, an admin also writes.
     ApiRole, "api_role", "token role" {
         Admin => "admin",

@@ -194,6 +194,10 @@ pub struct IntegrationFields {
     /// Credentials as JSON, or @path to a JSON file (stored encrypted; never printed).
     #[arg(long)]
     pub credentials: Option<String>,
+    /// POST a signed event here when a run ends (Standard Webhooks); `none` removes it. The
+    /// signing secret is printed once, when the first URL is set.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

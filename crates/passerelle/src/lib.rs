@@ -12,4 +12,5 @@ pub mod output;
 pub mod scheduler;
 pub mod service;
 pub mod telemetry;
+pub mod webhooks;
 pub mod worker;

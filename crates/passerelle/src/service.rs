@@ -63,6 +63,16 @@ pub struct FieldsInput {
     pub entities: Option<Vec<String>>,
     pub settings: Option<serde_json::Value>,
     pub credentials: Option<serde_json::Value>,
+    /// `Some(Some(url))` sets the completion webhook, `Some(None)` removes it.
+    pub webhook_url: Option<Option<String>>,
+}
+
+/// An integration as saved, and the webhook secret when this change made one: it is shown
+/// to the admin this once (and after a rotation), never again.
+#[derive(Debug)]
+pub struct Saved {
+    pub integration: Integration,
+    pub webhook_secret: Option<String>,
 }
 
 struct ParsedFields {
@@ -130,6 +140,9 @@ fn parse_fields(
             Credentials::from_value(c).map_err(|e| e.to_string()),
         )
     });
+    if let Some(Some(url)) = &input.webhook_url {
+        problems.check("webhook_url", ctx.url_policy.check(url, "webhook_url"));
+    }
     if let Some(integration_type) = integration_type {
         let settings_ok = input.settings.is_none()
             || problems
@@ -194,7 +207,7 @@ pub async fn create(
     name: &str,
     integration_type: &str,
     fields: &FieldsInput,
-) -> Result<Integration, ServiceError> {
+) -> Result<Saved, ServiceError> {
     let mut problems = Problems::default();
     problems.check("name", check_name(name));
     let integration_type = problems.check("type", integration_type.parse::<IntegrationType>());
@@ -232,7 +245,60 @@ pub async fn create(
             "tenant {tenant_id} does not exist"
         )));
     }
-    Ok(store.create_integration(vault, new).await?)
+    let created = store.create_integration(vault, new).await?;
+    apply_webhook(store, vault, created, fields.webhook_url.as_ref()).await
+}
+
+/// Sets or removes the webhook the fields name, making a secret when the integration has
+/// none yet.
+async fn apply_webhook(
+    store: &Store,
+    vault: Option<&Vault>,
+    integration: Integration,
+    change: Option<&Option<String>>,
+) -> Result<Saved, ServiceError> {
+    let Some(url) = change else {
+        return Ok(Saved {
+            integration,
+            webhook_secret: None,
+        });
+    };
+    let vault = vault.ok_or_else(|| {
+        ServiceError::Invalid(
+            "a webhook's signing secret is sealed by the vault; configure [vault]".into(),
+        )
+    })?;
+    let secret = (url.is_some() && integration.webhook_secret.is_none())
+        .then(crate::webhooks::generate_secret);
+    let integration = store
+        .set_webhook(vault, &integration, url.as_deref(), secret.as_deref())
+        .await?;
+    Ok(Saved {
+        integration,
+        webhook_secret: secret,
+    })
+}
+
+/// Replaces the webhook's signing secret; the new one is returned this once.
+pub async fn rotate_webhook_secret(
+    store: &Store,
+    vault: &Vault,
+    integration: &Integration,
+) -> Result<Saved, ServiceError> {
+    let Some(url) = integration.webhook_url.as_deref() else {
+        return Err(ServiceError::Fields(vec![FieldError::new(
+            "webhook_url",
+            "is not set; set one first (its secret is made then)",
+        )]));
+    };
+    let secret = crate::webhooks::generate_secret();
+    let integration = store
+        .set_webhook(vault, integration, Some(url), Some(&secret))
+        .await?;
+    Ok(Saved {
+        integration,
+        webhook_secret: Some(secret),
+    })
 }
 
 /// Applies the fields given. Changing the credentials or settings of an active integration
@@ -245,7 +311,7 @@ pub async fn update(
     current: &Integration,
     name: Option<String>,
     fields: &FieldsInput,
-) -> Result<Integration, ServiceError> {
+) -> Result<Saved, ServiceError> {
     let mut problems = Problems::default();
     if let Some(name) = &name {
         problems.check("name", check_name(name));
@@ -278,9 +344,10 @@ pub async fn update(
         patch.sync_invoices = i;
         patch.sync_inventory = inv;
     }
-    Ok(store
+    let updated = store
         .update_integration(vault, current.id, patch, store.now())
-        .await?)
+        .await?;
+    apply_webhook(store, vault, updated, fields.webhook_url.as_ref()).await
 }
 
 pub async fn set_status(

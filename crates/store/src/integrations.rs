@@ -40,6 +40,11 @@ pub struct Integration {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
+    /// Where run completions are POSTed (Standard Webhooks), if anywhere.
+    pub webhook_url: Option<String>,
+    /// The webhook signing secret, sealed like the credentials; never serialised.
+    #[serde(skip)]
+    pub webhook_secret: Option<serde_json::Value>,
 }
 
 impl Integration {
@@ -86,6 +91,14 @@ impl Integration {
         .collect()
     }
 
+    /// Decrypts the webhook signing secret (`whsec_…`), when one is set.
+    pub fn open_webhook_secret(&self, vault: &Vault) -> Result<Option<String>, StoreError> {
+        self.webhook_secret
+            .as_ref()
+            .map(|raw| crate::webhooks::open_secret(vault, self.owner(), raw))
+            .transpose()
+    }
+
     /// Decrypts the credentials. `None` when none are stored; an error (naming the key id when
     /// it is missing) when they cannot be opened, never a silent `None`.
     pub fn open_credentials(&self, vault: &Vault) -> Result<Option<Credentials>, StoreError> {
@@ -100,6 +113,9 @@ impl Integration {
         vault.open(self.owner(), &sealed).map(Some).map_err(wrap)
     }
 }
+
+/// The field of the sealed envelope that holds the webhook secret.
+pub(crate) const WEBHOOK_SECRET_FIELD: &str = "webhook_secret";
 
 /// What an admin supplies to create an integration. Defaults follow the legacy app.
 #[derive(Debug, Clone)]
@@ -514,7 +530,7 @@ fn seal(
 }
 
 /// `credentials` sealed with `owner` (the row's id and tenant) as associated data.
-fn seal_for(
+pub(crate) fn seal_for(
     vault: &Vault,
     owner: CredentialOwner,
     credentials: &Credentials,

@@ -19,6 +19,7 @@ pub mod runs;
 pub mod statistics;
 pub mod sync;
 pub mod tokens;
+pub mod webhooks;
 
 use passerelle_core::IntegrationId;
 use passerelle_core::vault::VaultError;
@@ -40,6 +41,7 @@ pub use migrate::{MIGRATOR, drop_database, ensure_database, migrate};
 pub use rotation::{RotationProgress, RotationReport, rotate_credentials};
 pub use runs::{BeginOutcome, Heartbeat, LeaseToken, SyncRun};
 pub use tokens::{ApiToken, NewApiToken};
+pub use webhooks::{ClaimedWebhook, WebhookDelivery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

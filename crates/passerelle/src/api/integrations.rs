@@ -59,6 +59,18 @@ pub struct IntegrationBody {
     /// active integration goes back to `testing`.
     #[schema(value_type = Option<Object>)]
     pub credentials: Option<serde_json::Value>,
+    /// POST a signed event (Standard Webhooks) here when a run ends; `null` removes it. The
+    /// answer that sets the first URL carries the signing secret, once.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub webhook_url: Option<Option<String>>,
+}
+
+/// A field that is present, even as `null` (`Some(None)`), as opposed to absent (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 impl IntegrationBody {
@@ -69,6 +81,7 @@ impl IntegrationBody {
             entities: self.entities.take(),
             settings: self.settings.take(),
             credentials: self.credentials.take(),
+            webhook_url: self.webhook_url.take(),
         }
     }
 }
@@ -154,13 +167,15 @@ pub async fn create(
     )
     .await?;
     let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/integrations/{}", created.id)) {
+    if let Ok(location) =
+        HeaderValue::from_str(&format!("/api/v1/integrations/{}", created.integration.id))
+    {
         headers.insert(header::LOCATION, location);
     }
     Ok((
         StatusCode::CREATED,
         headers,
-        Json(IntegrationView::new(created, &state.vault)),
+        Json(IntegrationView::saved(created, &state.vault)),
     ))
 }
 
@@ -204,7 +219,7 @@ pub async fn update(
         &fields,
     )
     .await?;
-    Ok(Json(IntegrationView::new(updated, &state.vault)))
+    Ok(Json(IntegrationView::saved(updated, &state.vault)))
 }
 
 #[utoipa::path(delete, path = "/integrations/{id}", tag = "integrations",
@@ -280,4 +295,53 @@ pub async fn deactivate(
     Path(id): Path<String>,
 ) -> Result<Json<IntegrationView>, Problem> {
     set_status(&state, caller, &id, IntegrationStatus::Inactive).await
+}
+
+#[utoipa::path(post, path = "/integrations/{id}/webhook-secret", tag = "integrations",
+    params(("id" = i64, Path, description = "integration id")),
+    responses((status = 200, body = IntegrationView, description = "the new secret, in `webhook_secret`, shown this once"),
+        (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn rotate_webhook_secret(
+    State(state): State<Arc<ApiState>>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<IntegrationView>, Problem> {
+    let id = parse_id::<IntegrationId>(&id, "integration")?;
+    let integration = state.store.tenant_integration(caller.tenant, id).await?;
+    let saved = service::rotate_webhook_secret(&state.store, &state.vault, &integration).await?;
+    Ok(Json(IntegrationView::saved(saved, &state.vault)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveriesQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/integrations/{id}/webhook-deliveries", tag = "integrations",
+    params(("id" = i64, Path, description = "integration id"), DeliveriesQuery),
+    responses((status = 200, body = Page<passerelle_store::WebhookDelivery>), (status = 404, body = Problem)))]
+pub async fn webhook_deliveries(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Params(q): Params<DeliveriesQuery>,
+) -> Result<Json<Page<passerelle_store::WebhookDelivery>>, Problem> {
+    let id = parse_id::<IntegrationId>(&id, "integration")?;
+    state.store.tenant_integration(caller.tenant, id).await?;
+    let limit = pagination::limit(q.limit, state.settings.api.max_page_size)?;
+    let before =
+        pagination::decode::<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>(q.cursor.as_deref())?;
+    let rows = state
+        .store
+        .webhook_deliveries_page(id, before, limit + 1)
+        .await?;
+    Ok(Json(pagination::page(
+        rows,
+        limit,
+        |d| (d.created_at, d.id),
+        |d| d,
+    )))
 }

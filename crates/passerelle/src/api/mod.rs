@@ -121,6 +121,8 @@ fn versioned() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(integrations::test))
         .routes(routes!(integrations::activate))
         .routes(routes!(integrations::deactivate))
+        .routes(routes!(integrations::rotate_webhook_secret))
+        .routes(routes!(integrations::webhook_deliveries))
         .routes(routes!(runs::sync))
         .routes(routes!(runs::list))
         .routes(routes!(runs::show))

@@ -47,6 +47,13 @@ pub struct IntegrationView {
     pub success_rate: f64,
     pub consecutive_failures: i32,
     pub last_error: Option<String>,
+    /// Where run completions are POSTed (Standard Webhooks), if anywhere.
+    pub webhook_url: Option<String>,
+    pub webhook_secret_set: bool,
+    /// The webhook signing secret: only in the answer that made it (the first `webhook_url`,
+    /// a rotation). It is never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -90,9 +97,21 @@ impl IntegrationView {
             failed_syncs: i.failed_syncs,
             consecutive_failures: i.consecutive_failures,
             last_error: i.last_error,
+            webhook_secret_set: i.webhook_secret.is_some(),
+            webhook_url: i.webhook_url,
+            webhook_secret: None,
             created_at: i.created_at,
             updated_at: i.updated_at,
         }
+    }
+}
+
+impl IntegrationView {
+    /// A saved integration, with the webhook secret this change made, if any.
+    pub fn saved(saved: crate::service::Saved, vault: &Vault) -> Self {
+        let mut view = Self::new(saved.integration, vault);
+        view.webhook_secret = saved.webhook_secret;
+        view
     }
 }
 

@@ -324,6 +324,7 @@ impl Demo<'_> {
             entities: Some(vec!["customers".into(), "orders".into(), "invoices".into()]),
             settings: Some(serde_json::json!({"api_url": self.erp.sandbox.custom_api_url()})),
             credentials: Some(serde_json::json!({"api_key": self.erp.orders_key})),
+            webhook_url: None,
         };
         self.create("ERP — orders, invoices, customers", "custom_api", &fields)
             .await
@@ -338,6 +339,7 @@ impl Demo<'_> {
                 serde_json::json!({"api_url": self.erp.sandbox.custom_api_url(), "concurrency": 4}),
             ),
             credentials: Some(serde_json::json!({"api_key": self.erp.catalogue_key})),
+            webhook_url: None,
         };
         self.create("ERP — catalogue and stock", "custom_api", &fields)
             .await
@@ -360,6 +362,7 @@ impl Demo<'_> {
                 "client_secret": "demo-app-secret",
                 "refresh_token": self.erp.xero_refresh_token,
             })),
+            webhook_url: None,
         };
         self.create("Xero — contacts, items, quotes", "xero", &fields)
             .await
@@ -381,7 +384,7 @@ impl Demo<'_> {
             fields,
         )
         .await?;
-        Ok(integration)
+        Ok(integration.integration)
     }
 
     /// Tests each integration's connection and activates it; stops at the first that fails.

@@ -32,6 +32,10 @@ fn fields(f: &IntegrationFields) -> anyhow::Result<FieldsInput> {
             .as_deref()
             .map(|s| json_arg("--credentials", s))
             .transpose()?,
+        webhook_url: f
+            .webhook_url
+            .as_ref()
+            .map(|u| (u != "none").then(|| u.clone())),
     })
 }
 
@@ -41,6 +45,10 @@ pub fn view(i: &Integration) -> serde_json::Value {
     let mut v = serde_json::to_value(i).unwrap_or_default();
     if let Some(obj) = v.as_object_mut() {
         obj.insert("credentials_set".into(), i.credentials.is_some().into());
+        obj.insert(
+            "webhook_secret_set".into(),
+            i.webhook_secret.is_some().into(),
+        );
         obj.insert(
             "success_rate".into(),
             serde_json::json!((i.success_rate() * 10.0).round() / 10.0),
@@ -85,6 +93,16 @@ fn describe(i: &Integration) -> String {
     )
 }
 
+/// A new webhook secret, on stderr (it is shown once and must not end up in a JSON pipe by
+/// accident).
+fn show_webhook_secret(saved: &service::Saved) {
+    if let Some(secret) = &saved.webhook_secret {
+        eprintln!(
+            "webhook signing secret (shown only now; verify `webhook-signature` with it): {secret}"
+        );
+    }
+}
+
 /// The key ring, when configured: only commands that seal or open credentials need it.
 struct Keys(Result<passerelle_core::vault::Vault, passerelle_core::vault::VaultError>);
 
@@ -100,7 +118,9 @@ impl Keys {
         &self,
         input: &service::FieldsInput,
     ) -> anyhow::Result<Option<&passerelle_core::vault::Vault>> {
-        input.credentials.as_ref().map(|_| self.need()).transpose()
+        (input.credentials.is_some() || input.webhook_url.is_some())
+            .then(|| self.need())
+            .transpose()
     }
 }
 
@@ -130,6 +150,8 @@ pub async fn run(
                 &input,
             )
             .await?;
+            show_webhook_secret(&created);
+            let created = created.integration;
             output::emit(format, &view(&created), || {
                 format!(
                     "created integration {} ({}), status {}\n",
@@ -143,7 +165,9 @@ pub async fn run(
             let input = fields(&args.fields)?;
             let vault = keys.for_credentials(&input)?;
             let current = store.integration(args.id).await?;
-            let updated = service::update(&store, vault, &ctx, &current, args.name, &input).await?;
+            let saved = service::update(&store, vault, &ctx, &current, args.name, &input).await?;
+            show_webhook_secret(&saved);
+            let updated = saved.integration;
             if current.status == IntegrationStatus::Active
                 && updated.status == IntegrationStatus::Testing
             {

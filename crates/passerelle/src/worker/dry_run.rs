@@ -5,6 +5,7 @@
 //! create, update, delete and skip, with a few redacted sample payloads.
 
 use super::export::{content_hash, position, unchanged};
+use super::import::known_mappings;
 use super::job::StepContext;
 use passerelle_connectors::ConnectorError;
 use passerelle_core::dry_run::StepDiff;
@@ -88,14 +89,7 @@ pub(super) async fn import_diff(
             .await
             .map_err(DryRunError::Connector)?;
         diff.failed += u32::try_from(page.rejected.len()).unwrap_or(u32::MAX);
-        let external_ids: Vec<String> = page
-            .records
-            .iter()
-            .map(|r| r.external_id().to_owned())
-            .collect();
-        let known = store
-            .mappings_by_external(integration.id, entity.mapping_entity(), &external_ids)
-            .await?;
+        let known = known_mappings(step, entity, &page.records).await?;
         for record in &page.records {
             let mapped = known.get(record.external_id());
             let same = mapped

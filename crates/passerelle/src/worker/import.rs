@@ -15,6 +15,19 @@ use std::collections::HashMap;
 /// Mappings of a page's records, by external id: `(internal id, metadata)`.
 type Known = HashMap<String, (String, Option<MappingMeta>)>;
 
+/// The mappings of a page's records, by their external ids.
+pub(super) async fn known_mappings(
+    step: &StepContext<'_>,
+    entity: Entity,
+    records: &[ImportedRecord],
+) -> Result<Known, StoreError> {
+    let external_ids: Vec<String> = records.iter().map(|r| r.external_id().to_owned()).collect();
+    step.ctx
+        .store
+        .mappings_by_external(step.integration.id, entity.mapping_entity(), &external_ids)
+        .await
+}
+
 pub(super) async fn run_step(
     step: &StepContext<'_>,
     entity: Entity,
@@ -129,14 +142,7 @@ async fn apply_page<'s>(
         logs.push(entry);
         tally.failed += 1;
     }
-    let external_ids: Vec<String> = page
-        .records
-        .iter()
-        .map(|r| r.external_id().to_owned())
-        .collect();
-    let known = store
-        .mappings_by_external(step.integration.id, entity.mapping_entity(), &external_ids)
-        .await?;
+    let known = known_mappings(step, entity, &page.records).await?;
     let changed = changed_records(cursor, page.records, &known, &mut tally);
     let records: Vec<ImportedRecord> = changed.iter().map(|(r, _)| r.clone()).collect();
     let mut tx = store.begin_chunk(step.lease, step.lease_ttl()).await?;

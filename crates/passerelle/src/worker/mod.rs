@@ -65,6 +65,14 @@ pub async fn run(
     });
     info!(worker = %identity, concurrency, prefix = %settings.amqp.prefix, "worker started");
     let tracker = TaskTracker::new();
+    // Completion webhooks go out beside the jobs, never in their way.
+    let deliverer = crate::webhooks::Deliverer::new(
+        store.clone(),
+        ctx.vault.clone(),
+        ctx.connectors.url_policy,
+    )
+    .context("cannot build the webhook client")?;
+    tracker.spawn(deliverer.run(ctx.stop.clone()));
     let consumed = consume(&broker, &ctx, concurrency, &identity, &tracker, &shutdown).await;
 
     // Stop taking jobs; let running ones reach a safe point.

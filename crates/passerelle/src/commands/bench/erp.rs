@@ -207,7 +207,8 @@ async fn limited_run(
             ..Default::default()
         },
     )
-    .await?;
+    .await?
+    .integration;
     service::set_status(&bench.store, integration.id, IntegrationStatus::Active).await?;
     let run =
         service::trigger_sync(&bench.store, &bench.publisher, integration.id, &[], false).await?;

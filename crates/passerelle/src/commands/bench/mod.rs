@@ -176,7 +176,8 @@ impl Bench {
                 ..Default::default()
             },
         )
-        .await?;
+        .await?
+        .integration;
         service::set_status(&self.store, integration.id, IntegrationStatus::Active).await?;
         Ok(integration.id)
     }
