@@ -153,6 +153,11 @@ impl AuthorizeQuery {
         let scope = self.once("scope").ok().flatten()?;
         Some(scope.split(' ').filter(|s| !s.is_empty()).collect())
     }
+
+    /// Whether `state` was sent (some vendors require it).
+    pub(crate) fn has_state(&self) -> bool {
+        self.once("state").ok().flatten().is_some()
+    }
 }
 
 /// Why an app's registered redirect URI, or a requested one, is unusable.

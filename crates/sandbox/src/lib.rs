@@ -210,7 +210,8 @@ impl Sandbox {
 
     /// Base URL of the QuickBooks Online simulator, e.g. `http://127.0.0.1:41234/quickbooks`:
     /// the API is at `{base}/v3/company/{realmId}/…` (what goes in `settings.api_url`), the
-    /// token endpoint at `{base}/oauth2/v1/tokens/bearer`.
+    /// authorization endpoint at `{base}/connect/oauth2` and the token endpoint at
+    /// `{base}/oauth2/v1/tokens/bearer`.
     pub fn quickbooks_url(&self) -> String {
         format!("http://{}/quickbooks", self.addr)
     }
