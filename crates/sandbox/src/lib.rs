@@ -9,6 +9,7 @@
 //! This crate depends on nothing of Passerelle's, so it cannot share a mistake with the
 //! connectors it checks.
 
+mod authorization;
 pub mod custom_api;
 pub mod dataverse;
 mod fault_plan;
@@ -18,6 +19,7 @@ mod idempotency;
 mod problem;
 pub mod quickbooks;
 pub mod sap_b1;
+mod sha256;
 pub mod xero;
 
 use axum::Router;
@@ -182,8 +184,9 @@ impl Sandbox {
     }
 
     /// Base URL of the Xero simulator, e.g. `http://127.0.0.1:41234/xero`: the API is at
-    /// `{base}/api.xro/2.0`, the token endpoint at `{base}/identity/connect/token` and the
-    /// tenant connections at `{base}/connections`.
+    /// `{base}/api.xro/2.0`, the authorization endpoint at `{base}/identity/connect/authorize`,
+    /// the token endpoint at `{base}/identity/connect/token` and the tenant connections at
+    /// `{base}/connections`.
     pub fn xero_url(&self) -> String {
         format!("http://{}/xero", self.addr)
     }
@@ -207,7 +210,8 @@ impl Sandbox {
 
     /// Base URL of the QuickBooks Online simulator, e.g. `http://127.0.0.1:41234/quickbooks`:
     /// the API is at `{base}/v3/company/{realmId}/…` (what goes in `settings.api_url`), the
-    /// token endpoint at `{base}/oauth2/v1/tokens/bearer`.
+    /// authorization endpoint at `{base}/connect/oauth2` and the token endpoint at
+    /// `{base}/oauth2/v1/tokens/bearer`.
     pub fn quickbooks_url(&self) -> String {
         format!("http://{}/quickbooks", self.addr)
     }

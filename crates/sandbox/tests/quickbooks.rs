@@ -148,6 +148,395 @@ async fn a_young_refresh_token_is_kept_and_expired_access_tokens_get_401() {
     assert!(first_error(&body).1.contains("AuthenticationFailed"));
 }
 
+// --- OAuth 2: the authorization code with PKCE ---
+
+const CALLBACK: &str = "https://app.example/quickbooks/callback";
+const OTHER_REALM: &str = "4620816365181472";
+/// RFC 7636 Appendix B's pair, so the simulator's hashing is checked against the RFC's.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const STATE: &str = "csrf-Qb81";
+
+fn authorizable() -> QuickBooksAppConfig {
+    QuickBooksAppConfig::authorizable(CLIENT_ID, SECRET, REALM, CALLBACK)
+}
+
+/// A sandbox with an app that has no token yet, and a client that does not follow redirects.
+async fn authorizing(config: QuickBooksAppConfig) -> Qb {
+    let sandbox = Sandbox::start(0).await.unwrap();
+    sandbox.quickbooks().try_add_app(config).unwrap();
+    let http = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Qb {
+        sandbox,
+        http,
+        access: String::new(),
+    }
+}
+
+/// Parameters to replace in an authorization request (`None` drops one).
+type Overrides<'a> = &'a [(&'a str, Option<&'a str>)];
+
+/// A complete authorization request's query, with `overrides`.
+fn authorize_query(overrides: Overrides<'_>) -> Vec<(String, String)> {
+    let defaults = [
+        ("client_id", CLIENT_ID),
+        ("response_type", "code"),
+        ("scope", "com.intuit.quickbooks.accounting openid"),
+        ("redirect_uri", CALLBACK),
+        ("state", STATE),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    let mut query: Vec<(String, String)> = defaults
+        .iter()
+        .filter(|(name, _)| !overrides.iter().any(|(o, _)| o == name))
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    for (name, value) in overrides {
+        if let Some(value) = value {
+            query.push(((*name).to_owned(), (*value).to_owned()));
+        }
+    }
+    query
+}
+
+/// The redirect's target and its query parameters, asserting a `302`.
+fn redirected(response: &Response) -> (String, Vec<(String, String)>) {
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()["location"].to_str().unwrap();
+    let mut location = url::Url::parse(location).unwrap();
+    let params = location.query_pairs().into_owned().collect();
+    location.set_query(None);
+    (location.to_string(), params)
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+async fn oauth_error_of(response: Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    body["error"].as_str().unwrap().to_owned()
+}
+
+impl Qb {
+    async fn authorize(&self, query: &[(String, String)]) -> Response {
+        let url = url::Url::parse_with_params(
+            &format!("{}/connect/oauth2", self.sandbox.quickbooks_url()),
+            query,
+        )
+        .unwrap();
+        self.http.get(url).send().await.unwrap()
+    }
+
+    /// Authorizes with the default query and returns the code the redirect carries.
+    async fn code(&self) -> String {
+        let response = self.authorize(&authorize_query(&[])).await;
+        let (_, params) = redirected(&response);
+        param(&params, "code").unwrap().to_owned()
+    }
+
+    async fn exchange_as(
+        &self,
+        secret: &str,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Response {
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{secret}"));
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "authorization_code")
+            .append_pair("code", code)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("code_verifier", verifier)
+            .finish();
+        self.http
+            .post(format!(
+                "{}/oauth2/v1/tokens/bearer",
+                self.sandbox.quickbooks_url()
+            ))
+            .header("Authorization", format!("Basic {basic}"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Accept", "application/json")
+            .body(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn exchange(&self, code: &str, redirect_uri: &str, verifier: &str) -> Response {
+        self.exchange_as(SECRET, code, redirect_uri, verifier).await
+    }
+
+    fn stats(&self) -> passerelle_sandbox::quickbooks::QuickBooksStats {
+        self.sandbox.quickbooks().stats(REALM).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn an_authorization_code_exchanged_with_its_verifier_gets_tokens_for_its_realm() {
+    let mut qb = authorizing(QuickBooksAppConfig {
+        realms: vec![REALM.into(), OTHER_REALM.into()],
+        ..authorizable()
+    })
+    .await;
+    let response = qb.authorize(&authorize_query(&[])).await;
+    let (target, params) = redirected(&response);
+    assert_eq!(target, CALLBACK);
+    assert_eq!(param(&params, "realmId"), Some(REALM));
+    assert_eq!(param(&params, "state"), Some(STATE));
+    assert!(param(&params, "error").is_none());
+    let code = param(&params, "code").unwrap();
+
+    let tokens = qb.exchange(code, CALLBACK, VERIFIER).await;
+    assert_eq!(tokens.status(), StatusCode::OK);
+    let tokens: Value = tokens.json().await.unwrap();
+    assert_eq!(
+        (tokens["token_type"].as_str(), tokens["expires_in"].as_i64()),
+        (Some("bearer"), Some(3600))
+    );
+    assert_eq!(tokens["x_refresh_token_expires_in"], 100 * 24 * 60 * 60);
+    qb.access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // The token reaches the consented realm, and only that one.
+    let (status, body) = qb.post("/customer", json!({"DisplayName": "Acme"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let other = qb
+        .http
+        .get(format!(
+            "{}/v3/company/{OTHER_REALM}/companyinfo/{OTHER_REALM}",
+            qb.sandbox.quickbooks_url()
+        ))
+        .bearer_auth(&qb.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+
+    // The refresh token works for the refresh grant (young, so it is kept).
+    let refreshed = qb.refresh(&refresh, SECRET).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    assert_eq!(refreshed["refresh_token"], refresh.as_str());
+    qb.access = refreshed["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        qb.get(&format!("/companyinfo/{REALM}"), &[]).await.0,
+        StatusCode::OK
+    );
+
+    let stats = qb.stats();
+    assert_eq!(
+        (
+            stats.authorizations,
+            stats.code_exchanges,
+            stats.rejected_code_exchanges,
+            stats.token_refreshes
+        ),
+        (1, 1, 0, 1)
+    );
+    assert_eq!(stats.creates["Customer"], 1);
+}
+
+#[tokio::test]
+async fn a_wrong_verifier_is_invalid_grant_and_spends_the_code() {
+    let qb = authorizing(authorizable()).await;
+    let code = qb.code().await;
+    let wrong = "wrong-verifier-of-the-right-length-0123456789";
+    let refused = qb.exchange(&code, CALLBACK, wrong).await;
+    assert_eq!(
+        oauth_error_of(refused, StatusCode::BAD_REQUEST).await,
+        "invalid_grant"
+    );
+    let too_late = qb.exchange(&code, CALLBACK, VERIFIER).await;
+    assert_eq!(
+        oauth_error_of(too_late, StatusCode::BAD_REQUEST).await,
+        "invalid_grant"
+    );
+    assert_eq!(qb.stats().rejected_code_exchanges, 2);
+}
+
+#[tokio::test]
+async fn a_redirect_uri_other_than_the_authorized_one_is_invalid_grant() {
+    let qb = authorizing(authorizable()).await;
+    let code = qb.code().await;
+    let other = qb
+        .exchange(
+            &code,
+            "https://app.example/quickbooks/callback?x=1",
+            VERIFIER,
+        )
+        .await;
+    assert_eq!(
+        oauth_error_of(other, StatusCode::BAD_REQUEST).await,
+        "invalid_grant"
+    );
+}
+
+#[tokio::test]
+async fn a_code_works_once() {
+    let qb = authorizing(authorizable()).await;
+    let code = qb.code().await;
+    assert_eq!(
+        qb.exchange(&code, CALLBACK, VERIFIER).await.status(),
+        StatusCode::OK
+    );
+    let again = qb.exchange(&code, CALLBACK, VERIFIER).await;
+    assert_eq!(
+        oauth_error_of(again, StatusCode::BAD_REQUEST).await,
+        "invalid_grant"
+    );
+    let stats = qb.stats();
+    assert_eq!(
+        (stats.code_exchanges, stats.rejected_code_exchanges),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn an_expired_code_is_invalid_grant() {
+    let qb = authorizing(QuickBooksAppConfig {
+        authorization_code_ttl_secs: 1,
+        ..authorizable()
+    })
+    .await;
+    let code = qb.code().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let late = qb.exchange(&code, CALLBACK, VERIFIER).await;
+    assert_eq!(
+        oauth_error_of(late, StatusCode::BAD_REQUEST).await,
+        "invalid_grant"
+    );
+}
+
+#[tokio::test]
+async fn a_code_exchange_with_a_wrong_secret_is_401_invalid_client() {
+    let qb = authorizing(authorizable()).await;
+    let code = qb.code().await;
+    let refused = qb.exchange_as("nope", &code, CALLBACK, VERIFIER).await;
+    assert_eq!(
+        oauth_error_of(refused, StatusCode::UNAUTHORIZED).await,
+        "invalid_client"
+    );
+    let stats = qb.stats();
+    assert_eq!(
+        (stats.rejected_code_exchanges, stats.rejected_refreshes),
+        (1, 0)
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_client_or_an_untrusted_redirect_uri_gets_an_error_page_not_a_redirect() {
+    let qb = authorizing(authorizable()).await;
+    let cases: [(Overrides, &str); 4] = [
+        (&[("client_id", Some("nobody"))], "unauthorized_client"),
+        (&[("redirect_uri", None)], "invalid_request"),
+        (&[("redirect_uri", Some("callback"))], "invalid_request"),
+        (
+            &[("redirect_uri", Some("http://localhost:8080/callback"))],
+            "unauthorized_client",
+        ),
+    ];
+    for (overrides, error) in cases {
+        let response = qb.authorize(&authorize_query(overrides)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{overrides:?}");
+        assert!(response.headers().get("location").is_none());
+        let page = response.text().await.unwrap();
+        assert!(page.contains(error), "{overrides:?}: {page}");
+    }
+    assert_eq!(qb.stats().authorizations, 0);
+}
+
+#[tokio::test]
+async fn denied_consent_redirects_with_access_denied_and_the_state() {
+    let qb = authorizing(QuickBooksAppConfig {
+        deny_consent: true,
+        ..authorizable()
+    })
+    .await;
+    let (target, params) = redirected(&qb.authorize(&authorize_query(&[])).await);
+    assert_eq!(target, CALLBACK);
+    assert_eq!(
+        params,
+        vec![
+            ("error".to_owned(), "access_denied".to_owned()),
+            ("state".to_owned(), STATE.to_owned()),
+        ]
+    );
+    let stats = qb.stats();
+    assert_eq!((stats.authorizations, stats.refused_authorizations), (0, 1));
+}
+
+#[tokio::test]
+async fn a_malformed_authorization_request_redirects_with_the_rfc_error() {
+    let qb = authorizing(authorizable()).await;
+    let cases: [(Overrides, &str); 6] = [
+        (
+            &[("response_type", Some("token"))],
+            "unsupported_response_type",
+        ),
+        (&[("code_challenge", None)], "invalid_request"),
+        (
+            &[("code_challenge_method", Some("plain"))],
+            "invalid_request",
+        ),
+        (&[("scope", None)], "invalid_request"),
+        (&[("scope", Some("openid email"))], "invalid_scope"),
+        (
+            &[("scope", Some("com.intuit.quickbooks.accounting payroll"))],
+            "invalid_scope",
+        ),
+    ];
+    for (overrides, error) in cases {
+        let (_, params) = redirected(&qb.authorize(&authorize_query(overrides)).await);
+        assert_eq!(param(&params, "error"), Some(error), "{overrides:?}");
+        assert_eq!(param(&params, "state"), Some(STATE), "{overrides:?}");
+        assert!(param(&params, "code").is_none());
+    }
+    // Intuit requires state.
+    let (_, params) = redirected(&qb.authorize(&authorize_query(&[("state", None)])).await);
+    assert_eq!(param(&params, "error"), Some("invalid_request"));
+    assert_eq!(param(&params, "state"), None);
+    assert_eq!(qb.stats().refused_authorizations, 7);
+}
+
+#[tokio::test]
+async fn an_app_provisioned_over_the_admin_endpoint_can_be_authorized() {
+    let qb = authorizing(app()).await;
+    let provisioned = qb
+        .http
+        .post(format!("{}/_sandbox/apps", qb.sandbox.quickbooks_url()))
+        .json(
+            &json!({"client_id": CLIENT_ID, "client_secret": SECRET, "realms": [REALM],
+                      "redirect_uris": [CALLBACK]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(provisioned.status(), StatusCode::CREATED);
+    let code = qb.code().await;
+    assert_eq!(
+        qb.exchange(&code, CALLBACK, VERIFIER).await.status(),
+        StatusCode::OK
+    );
+    let relative = qb
+        .http
+        .post(format!("{}/_sandbox/apps", qb.sandbox.quickbooks_url()))
+        .json(&json!({"client_id": "x", "client_secret": "y", "redirect_uris": ["/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(relative.status(), StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn creates_updates_with_sync_token_and_stale_object_errors() {
     let qb = qb().await;

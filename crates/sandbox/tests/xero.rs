@@ -420,6 +420,449 @@ async fn the_api_speaks_json_only_to_clients_that_ask_for_it() {
     assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
 }
 
+// --- OAuth 2: the authorization code with PKCE ---
+
+const CALLBACK: &str = "https://app.example/xero/callback";
+/// RFC 7636 Appendix B's pair, so the simulator's hashing is checked against the RFC's.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const STATE: &str = "csrf-7Hq2";
+
+fn authorizable() -> XeroAppConfig {
+    XeroAppConfig::authorizable(CLIENT_ID, SECRET, TENANT, CALLBACK)
+}
+
+/// A sandbox with an app that has no token yet, and a client that does not follow redirects.
+async fn authorizing(config: XeroAppConfig) -> Xero {
+    let sandbox = Sandbox::start(0).await.unwrap();
+    sandbox.xero().try_add_app(config).unwrap();
+    let http = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Xero {
+        sandbox,
+        http,
+        access: String::new(),
+    }
+}
+
+/// Parameters to replace in an authorization request (`None` drops one).
+type Overrides<'a> = &'a [(&'a str, Option<&'a str>)];
+
+/// A complete authorization request's query, with `overrides`.
+fn authorize_query(overrides: Overrides<'_>) -> Vec<(String, String)> {
+    let defaults = [
+        ("response_type", "code"),
+        ("client_id", CLIENT_ID),
+        ("redirect_uri", CALLBACK),
+        (
+            "scope",
+            "offline_access accounting.contacts accounting.settings",
+        ),
+        ("state", STATE),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    let mut query: Vec<(String, String)> = defaults
+        .iter()
+        .filter(|(name, _)| !overrides.iter().any(|(o, _)| o == name))
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    for (name, value) in overrides {
+        if let Some(value) = value {
+            query.push(((*name).to_owned(), (*value).to_owned()));
+        }
+    }
+    query
+}
+
+/// The redirect's target and its query parameters, asserting a `302`.
+fn redirected(response: &Response) -> (String, Vec<(String, String)>) {
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = url::Url::parse(header(response.headers(), "location")).unwrap();
+    let params = location.query_pairs().into_owned().collect();
+    let mut target = location;
+    target.set_query(None);
+    (target.to_string(), params)
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+impl Xero {
+    async fn authorize(&self, query: &[(String, String)]) -> Response {
+        let url =
+            url::Url::parse_with_params(&self.url("/identity/connect/authorize"), query).unwrap();
+        self.http.get(url).send().await.unwrap()
+    }
+
+    /// Authorizes with the default query and returns the code the redirect carries.
+    async fn code(&self) -> String {
+        let response = self.authorize(&authorize_query(&[])).await;
+        let (_, params) = redirected(&response);
+        param(&params, "code").unwrap().to_owned()
+    }
+
+    async fn exchange(&self, code: &str, redirect_uri: &str, verifier: &str) -> Response {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "authorization_code")
+            .append_pair("code", code)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("code_verifier", verifier)
+            .finish();
+        self.token_request(&form, Some((CLIENT_ID, SECRET))).await
+    }
+}
+
+async fn oauth_error_of(response: Response) -> String {
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    body["error"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_authorization_code_exchanged_with_its_verifier_gets_tokens_that_work_and_refresh() {
+    let mut xero = authorizing(authorizable()).await;
+    let response = xero.authorize(&authorize_query(&[])).await;
+    assert_eq!(header(response.headers(), "cache-control"), "no-store");
+    let (target, params) = redirected(&response);
+    assert_eq!(target, CALLBACK);
+    assert_eq!(param(&params, "state"), Some(STATE));
+    assert_eq!(
+        param(&params, "scope"),
+        Some("offline_access accounting.contacts accounting.settings")
+    );
+    assert!(param(&params, "session_state").is_some());
+    assert!(param(&params, "error").is_none());
+    let code = param(&params, "code").unwrap();
+    assert_eq!(code.len(), 64, "{code}");
+
+    let tokens = xero.exchange(code, CALLBACK, VERIFIER).await;
+    assert_eq!(tokens.status(), StatusCode::OK);
+    assert_eq!(header(tokens.headers(), "cache-control"), "no-store");
+    let tokens: Value = tokens.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 1800);
+    assert_eq!(
+        tokens["scope"],
+        "offline_access accounting.contacts accounting.settings"
+    );
+    xero.access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // The new grant lists the app's tenant and reaches its API.
+    let connections: Value = xero
+        .http
+        .get(xero.url("/connections"))
+        .bearer_auth(&xero.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(connections.as_array().unwrap().len(), 1);
+    assert_eq!(connections[0]["tenantId"], TENANT);
+    let contact = xero.contact("Acme Wholesale").await;
+    assert!(!contact.is_empty());
+
+    // The refresh token works for the refresh grant and rotates, keeping the consented scope.
+    let refreshed = xero.refresh(&refresh).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    assert_ne!(refreshed["refresh_token"], refresh.as_str());
+    assert_eq!(refreshed["scope"], tokens["scope"]);
+    xero.access = refreshed["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        xero.api(Method::GET, "Contacts")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    let stats = xero.stats();
+    assert_eq!(
+        (
+            stats.authorizations,
+            stats.code_exchanges,
+            stats.rejected_code_exchanges,
+            stats.token_refreshes
+        ),
+        (1, 1, 0, 1)
+    );
+    assert_eq!(stats.creates["Contacts"], 1);
+}
+
+#[tokio::test]
+async fn without_offline_access_the_code_gets_no_refresh_token() {
+    let xero = authorizing(authorizable()).await;
+    let response = xero
+        .authorize(&authorize_query(&[("scope", Some("accounting.contacts"))]))
+        .await;
+    let (_, params) = redirected(&response);
+    let tokens = xero
+        .exchange(param(&params, "code").unwrap(), CALLBACK, VERIFIER)
+        .await;
+    assert_eq!(tokens.status(), StatusCode::OK);
+    let tokens: Value = tokens.json().await.unwrap();
+    assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+    assert_eq!(tokens["scope"], "accounting.contacts");
+    assert!(tokens["access_token"].is_string());
+}
+
+#[tokio::test]
+async fn a_wrong_verifier_is_invalid_grant_and_spends_the_code() {
+    let xero = authorizing(authorizable()).await;
+    let code = xero.code().await;
+    let wrong = "wrong-verifier-of-the-right-length-0123456789";
+    assert_eq!(
+        oauth_error_of(xero.exchange(&code, CALLBACK, wrong).await).await,
+        "invalid_grant"
+    );
+    // A code presented once is spent: the right verifier is too late.
+    assert_eq!(
+        oauth_error_of(xero.exchange(&code, CALLBACK, VERIFIER).await).await,
+        "invalid_grant"
+    );
+    // The challenge itself is not a verifier.
+    let code = xero.code().await;
+    assert_eq!(
+        oauth_error_of(xero.exchange(&code, CALLBACK, CHALLENGE).await).await,
+        "invalid_grant"
+    );
+    let stats = xero.stats();
+    assert_eq!(
+        (stats.code_exchanges, stats.rejected_code_exchanges),
+        (0, 3)
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_uri_other_than_the_authorized_one_is_invalid_grant() {
+    let xero = authorizing(XeroAppConfig {
+        redirect_uris: vec![CALLBACK.into(), format!("{CALLBACK}/other")],
+        ..authorizable()
+    })
+    .await;
+    // Registered too, but not the one the code was issued for.
+    let code = xero.code().await;
+    assert_eq!(
+        oauth_error_of(
+            xero.exchange(&code, &format!("{CALLBACK}/other"), VERIFIER)
+                .await
+        )
+        .await,
+        "invalid_grant"
+    );
+    let code = xero.code().await;
+    assert_eq!(
+        oauth_error_of(
+            xero.exchange(&code, &format!("{CALLBACK}/"), VERIFIER)
+                .await
+        )
+        .await,
+        "invalid_grant"
+    );
+    let code = xero.code().await;
+    let no_redirect_uri = xero
+        .token_request(
+            &format!("grant_type=authorization_code&code={code}&code_verifier={VERIFIER}"),
+            Some((CLIENT_ID, SECRET)),
+        )
+        .await;
+    assert_eq!(oauth_error_of(no_redirect_uri).await, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_code_works_once() {
+    let xero = authorizing(authorizable()).await;
+    let code = xero.code().await;
+    assert_eq!(
+        xero.exchange(&code, CALLBACK, VERIFIER).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        oauth_error_of(xero.exchange(&code, CALLBACK, VERIFIER).await).await,
+        "invalid_grant"
+    );
+    assert_eq!(
+        oauth_error_of(xero.exchange("made-up", CALLBACK, VERIFIER).await).await,
+        "invalid_grant"
+    );
+    let stats = xero.stats();
+    assert_eq!(
+        (stats.code_exchanges, stats.rejected_code_exchanges),
+        (1, 2)
+    );
+}
+
+#[tokio::test]
+async fn an_expired_code_is_invalid_grant() {
+    let xero = authorizing(XeroAppConfig {
+        authorization_code_ttl_secs: 1,
+        ..authorizable()
+    })
+    .await;
+    let code = xero.code().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        oauth_error_of(xero.exchange(&code, CALLBACK, VERIFIER).await).await,
+        "invalid_grant"
+    );
+}
+
+#[tokio::test]
+async fn the_code_exchange_authenticates_the_client() {
+    let xero = authorizing(XeroAppConfig {
+        redirect_uris: vec![CALLBACK.into()],
+        ..XeroAppConfig::new("other-app", "other-secret", TENANT)
+    })
+    .await;
+    xero.sandbox.xero().try_add_app(authorizable()).unwrap();
+    let code = xero.code().await;
+    let form = format!(
+        "grant_type=authorization_code&code={code}&redirect_uri={CALLBACK}&code_verifier={VERIFIER}"
+    );
+    let wrong_secret = xero.token_request(&form, Some((CLIENT_ID, "nope"))).await;
+    assert_eq!(oauth_error_of(wrong_secret).await, "invalid_client");
+    // Another app's valid credentials do not make the code theirs.
+    let other_app = xero
+        .token_request(&form, Some(("other-app", "other-secret")))
+        .await;
+    assert_eq!(oauth_error_of(other_app).await, "invalid_grant");
+}
+
+#[tokio::test]
+async fn an_unknown_client_or_an_untrusted_redirect_uri_gets_an_error_page_not_a_redirect() {
+    let xero = authorizing(authorizable()).await;
+    let with_fragment = format!("{CALLBACK}#top");
+    let cases: [(Overrides, &str); 6] = [
+        (&[("client_id", Some("nobody"))], "unauthorized_client"),
+        (&[("client_id", None)], "invalid_request"),
+        (&[("redirect_uri", None)], "invalid_request"),
+        (
+            &[("redirect_uri", Some("/xero/callback"))],
+            "invalid_request",
+        ),
+        (
+            &[("redirect_uri", Some("https://evil.example/xero/callback"))],
+            "unauthorized_client",
+        ),
+        (&[("redirect_uri", Some(&with_fragment))], "invalid_request"),
+    ];
+    for (overrides, error) in cases {
+        let response = xero.authorize(&authorize_query(overrides)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{overrides:?}");
+        assert!(response.headers().get("location").is_none());
+        assert!(header(response.headers(), "content-type").starts_with("text/html"));
+        let page = response.text().await.unwrap();
+        assert!(page.contains(error), "{overrides:?}: {page}");
+    }
+    // An app without registered redirect URIs cannot be authorized at all.
+    xero.sandbox
+        .xero()
+        .try_add_app(XeroAppConfig::new("unregistered", "secret", TENANT))
+        .unwrap();
+    let response = xero
+        .authorize(&authorize_query(&[("client_id", Some("unregistered"))]))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(xero.stats().authorizations, 0);
+}
+
+#[tokio::test]
+async fn denied_consent_redirects_with_access_denied_and_the_state() {
+    let xero = authorizing(XeroAppConfig {
+        deny_consent: true,
+        ..authorizable()
+    })
+    .await;
+    let response = xero.authorize(&authorize_query(&[])).await;
+    let (target, params) = redirected(&response);
+    assert_eq!(target, CALLBACK);
+    assert_eq!(
+        params,
+        vec![
+            ("error".to_owned(), "access_denied".to_owned()),
+            ("state".to_owned(), STATE.to_owned()),
+        ]
+    );
+    let stats = xero.stats();
+    assert_eq!((stats.authorizations, stats.refused_authorizations), (0, 1));
+}
+
+#[tokio::test]
+async fn a_malformed_authorization_request_redirects_with_the_rfc_error_and_the_state() {
+    let xero = authorizing(authorizable()).await;
+    let cases: [(Overrides, &str); 8] = [
+        (
+            &[("response_type", Some("token"))],
+            "unsupported_response_type",
+        ),
+        (&[("response_type", None)], "invalid_request"),
+        (&[("code_challenge", None)], "invalid_request"),
+        (
+            &[("code_challenge_method", Some("plain"))],
+            "invalid_request",
+        ),
+        (&[("code_challenge_method", None)], "invalid_request"),
+        (&[("code_challenge", Some("too-short"))], "invalid_request"),
+        (&[("scope", None)], "invalid_request"),
+        (
+            &[("scope", Some("offline_access payroll.employees"))],
+            "invalid_scope",
+        ),
+    ];
+    for (overrides, error) in cases {
+        let response = xero.authorize(&authorize_query(overrides)).await;
+        let (target, params) = redirected(&response);
+        assert_eq!(target, CALLBACK);
+        assert_eq!(param(&params, "error"), Some(error), "{overrides:?}");
+        assert_eq!(param(&params, "state"), Some(STATE), "{overrides:?}");
+        assert!(param(&params, "error_description").is_some());
+        assert!(param(&params, "code").is_none());
+    }
+    // A repeated parameter is refused (RFC 6749 §3.1); a repeated state cannot be echoed.
+    let mut repeated_scope = authorize_query(&[]);
+    repeated_scope.push(("scope".into(), "accounting.contacts".into()));
+    let (_, params) = redirected(&xero.authorize(&repeated_scope).await);
+    assert_eq!(param(&params, "error"), Some("invalid_request"));
+    assert_eq!(param(&params, "state"), Some(STATE));
+    let mut repeated_state = authorize_query(&[]);
+    repeated_state.push(("state".into(), "again".into()));
+    let (_, params) = redirected(&xero.authorize(&repeated_state).await);
+    assert_eq!(param(&params, "error"), Some("invalid_request"));
+    assert_eq!(param(&params, "state"), None);
+
+    // A custom connection is not authorized with a code.
+    xero.sandbox
+        .xero()
+        .try_add_app(XeroAppConfig {
+            custom_connection: true,
+            ..XeroAppConfig::authorizable("custom", "secret", OTHER_TENANT, CALLBACK)
+        })
+        .unwrap();
+    let response = xero
+        .authorize(&authorize_query(&[("client_id", Some("custom"))]))
+        .await;
+    assert_eq!(
+        param(&redirected(&response).1, "error"),
+        Some("unauthorized_client")
+    );
+    let stats = xero.stats();
+    assert_eq!(
+        (stats.authorizations, stats.refused_authorizations),
+        (0, 10)
+    );
+}
+
 // --- batches and validation ---
 
 #[tokio::test]

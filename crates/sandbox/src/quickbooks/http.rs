@@ -1,6 +1,7 @@
-//! The QuickBooks simulator's HTTP surface: the OAuth 2 token endpoint, the Accounting API
-//! pipeline (bearer token → realm → limits → faults → `requestid` replay → handling) and the
-//! loopback admin endpoints.
+//! The QuickBooks simulator's HTTP surface: the OAuth 2 authorization and token endpoints
+//! (the authorization code's side in `consent.rs`), the Accounting API pipeline (bearer token
+//! → realm → limits → faults → `requestid` replay → handling) and the loopback admin
+//! endpoints.
 //!
 //! Errors take Intuit's shapes: `{"error":"invalid_grant"}` from the token endpoint and
 //! `{"Fault":{"Error":[{"Message","Detail","code","element"}],"type":…},"time":…}` from the
@@ -11,6 +12,7 @@ use super::model::{Kind, QbError, RealmData};
 use super::query;
 use super::tokens::Refusal;
 use super::{QuickBooksAppConfig, QuickBooksSim, Realm, RealmState, lock, qb_time};
+use crate::authorization::CodeExchange;
 use crate::fault_plan::{self, FaultAnswers, Outcome};
 use crate::faults::{Admission, Fault, Injection};
 use crate::idempotency::Claim;
@@ -38,6 +40,7 @@ const CDC_MAX_OBJECTS: usize = 1000;
 /// The routes, relative to where they are nested (`/quickbooks`).
 pub(crate) fn routes(sim: QuickBooksSim) -> Router {
     Router::new()
+        .route("/connect/oauth2", get(super::consent::authorize))
         .route("/oauth2/v1/tokens/bearer", post(token))
         .route("/v3/company/{realm}/{*rest}", any(api))
         .route("/_sandbox/apps", post(admin_add_app))
@@ -246,10 +249,15 @@ async fn token(
     let Some(app) = sim.app(&client_id) else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     };
+    let grant_type = param("grant_type");
     let (config, injection) = {
         let mut state = lock(&app.state);
         if state.config.client_secret != secret {
-            state.rejected_refreshes += 1;
+            if grant_type.as_deref() == Some("authorization_code") {
+                state.rejected_code_exchanges += 1;
+            } else {
+                state.rejected_refreshes += 1;
+            }
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
         }
         let injection = state.token_faults.take(&method, uri.path());
@@ -259,39 +267,64 @@ async fn token(
         Ok(a) => a,
         Err(reply) => return reply,
     };
-    if param("grant_type").as_deref() != Some("refresh_token") {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
-    }
-    let Some(refresh_token) = param("refresh_token") else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let issued = match grant_type.as_deref() {
+        Some("refresh_token") => {
+            let Some(refresh_token) = param("refresh_token") else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+            };
+            let issued = lock(&sim.shared.tokens).refresh(
+                &client_id,
+                &refresh_token,
+                config.lifetimes(),
+                Utc::now(),
+            );
+            let mut state = lock(&app.state);
+            match issued {
+                Ok(issued) => {
+                    state.token_refreshes += 1;
+                    issued
+                }
+                Err(()) => {
+                    state.rejected_refreshes += 1;
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+                }
+            }
+        }
+        Some("authorization_code") => {
+            let (code, redirect_uri, code_verifier) =
+                (param("code"), param("redirect_uri"), param("code_verifier"));
+            let request = CodeExchange {
+                client_id: &client_id,
+                code: code.as_deref(),
+                redirect_uri: redirect_uri.as_deref(),
+                code_verifier: code_verifier.as_deref(),
+            };
+            let issued = super::consent::exchange(&sim, &request, config.lifetimes(), Utc::now());
+            let mut state = lock(&app.state);
+            match issued {
+                Ok(issued) => {
+                    state.code_exchanges += 1;
+                    issued
+                }
+                Err(error) => {
+                    state.rejected_code_exchanges += 1;
+                    return oauth_error(StatusCode::BAD_REQUEST, error.error());
+                }
+            }
+        }
+        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
     };
-    let issued = lock(&sim.shared.tokens).refresh(
-        &client_id,
-        &refresh_token,
-        config.lifetimes(),
-        Utc::now(),
-    );
-    let mut state = lock(&app.state);
-    match issued {
-        Ok(issued) => {
-            state.token_refreshes += 1;
-            after(
-                then,
-                StatusCode::OK,
-                json!({
-                    "token_type": "bearer",
-                    "access_token": issued.access_token,
-                    "expires_in": issued.expires_in,
-                    "refresh_token": issued.refresh_token,
-                    "x_refresh_token_expires_in": issued.refresh_expires_in,
-                }),
-            )
-        }
-        Err(()) => {
-            state.rejected_refreshes += 1;
-            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant")
-        }
-    }
+    after(
+        then,
+        StatusCode::OK,
+        json!({
+            "token_type": "bearer",
+            "access_token": issued.access_token,
+            "expires_in": issued.expires_in,
+            "refresh_token": issued.refresh_token,
+            "x_refresh_token_expires_in": issued.refresh_expires_in,
+        }),
+    )
 }
 
 // --- API ---

@@ -1,13 +1,14 @@
 //! Simulator of the QuickBooks Online Accounting API v3 for what an integration syncing a
-//! wholesale platform uses: OAuth 2 (Basic client authentication, refresh tokens that may
-//! rotate and die after a grace period, access tokens that expire), `item`, `customer`,
-//! `invoice`, `estimate` and `account` (create, sparse and full update with `SyncToken`
-//! optimistic concurrency, read), the `query` language subset a connector needs, `batch`
-//! (`BatchItemRequest` / `BatchItemResponse` with a per-item `Fault`), `cdc`, `companyinfo`,
-//! `requestid` replay, and the per-realm limits (requests a minute, in flight, batch requests
-//! a minute) with `429 ThrottleExceeded` (no `Retry-After`, as Intuit sends none). A new realm
-//! holds what a new company does: a chart of accounts and the "Services" item. Each realm
-//! logs when every request arrived ([`QuickBooksSim::requests`]).
+//! wholesale platform uses: OAuth 2 (the authorization code with PKCE, Basic client
+//! authentication, refresh tokens that may rotate and die after a grace period, access
+//! tokens that expire), `item`, `customer`, `invoice`, `estimate` and `account` (create,
+//! sparse and full update with `SyncToken` optimistic concurrency, read), the `query`
+//! language subset a connector needs, `batch` (`BatchItemRequest` / `BatchItemResponse` with
+//! a per-item `Fault`), `cdc`, `companyinfo`, `requestid` replay, and the per-realm limits
+//! (requests a minute, in flight, batch requests a minute) with `429 ThrottleExceeded` (no
+//! `Retry-After`, as Intuit sends none). A new realm holds what a new company does: a chart
+//! of accounts and the "Services" item. Each realm logs when every request arrived
+//! ([`QuickBooksSim::requests`]).
 //!
 //! It owns the apps (OAuth clients and their grants) and the realms (companies and their
 //! records) and counts what each realm was asked to do, so tests can prove "created exactly
@@ -16,12 +17,45 @@
 //! strict: what QuickBooks refuses (unknown properties, duplicate names, stale SyncTokens,
 //! dangling references), it refuses.
 //!
-//! Served under `/quickbooks` (see [`crate::sandbox_router`]): the token endpoint at
-//! `/quickbooks/oauth2/v1/tokens/bearer`, the API at `/quickbooks/v3/company/{realmId}/…`, and
-//! loopback admin endpoints under `/quickbooks/_sandbox/…`. [`QuickBooksSim`] is the
-//! in-process handle tests and the demo use.
+//! Served under `/quickbooks` (see [`crate::sandbox_router`]): the authorization endpoint at
+//! `/quickbooks/connect/oauth2`, the token endpoint at `/quickbooks/oauth2/v1/tokens/bearer`,
+//! the API at `/quickbooks/v3/company/{realmId}/…`, and loopback admin endpoints under
+//! `/quickbooks/_sandbox/…`. [`QuickBooksSim`] is the in-process handle tests and the demo
+//! use.
+//!
+//! # Authorization code with PKCE
+//!
+//! `GET /quickbooks/connect/oauth2` is appcenter.intuit.com's path. Its query:
+//! `response_type=code`, `client_id`, `redirect_uri` (one of the app's
+//! [`QuickBooksAppConfig::redirect_uris`], compared exactly), `scope` (space-separated; must
+//! hold `com.intuit.quickbooks.accounting`, may add `com.intuit.quickbooks.payment`, `openid`,
+//! `profile`, `email`, `phone`, `address`), `state` (required, as Intuit's documentation
+//! lists it), `code_challenge` and `code_challenge_method=S256` (PKCE is required). There is
+//! no user: consent is given at once for the app's first realm, unless
+//! [`QuickBooksAppConfig::deny_consent`] is set.
+//!
+//! - Unknown `client_id`, or a missing, relative, repeated or unregistered `redirect_uri`:
+//!   `400` and an HTML error page naming the error; no redirect.
+//! - Otherwise `302` to the redirect URI. Granted: `code`, `realmId` (the company connected)
+//!   and `state`. Refused (RFC 6749 §4.1.2.1): `error`, `error_description` and `state`;
+//!   `error` is `unsupported_response_type`, `invalid_request` (a missing or repeated
+//!   parameter, PKCE missing or not `S256`, no `scope` or `state`), `invalid_scope` (an
+//!   unknown scope, or no accounting scope) or `access_denied` (consent denied, or an app
+//!   with no realm; no description).
+//!
+//! The code is single-use and lives [`QuickBooksAppConfig::authorization_code_ttl_secs`] (5
+//! minutes); it is bound to the client, the exact redirect URI, the challenge and the realm.
+//! `POST /quickbooks/oauth2/v1/tokens/bearer` with `grant_type=authorization_code`, `code`,
+//! `redirect_uri` and `code_verifier` (client authenticated with HTTP Basic, as for a
+//! refresh) answers what a refresh answers (`token_type`, `access_token`, `expires_in`,
+//! `refresh_token`, `x_refresh_token_expires_in`) for a new refresh-token chain over the
+//! realm. No `id_token` is issued. A code presented once is spent, even when the exchange
+//! fails: unknown, expired, reused, another client's, another redirect URI's, or a verifier
+//! whose BASE64URL(SHA256) is not the challenge all answer `400 {"error":"invalid_grant"}`;
+//! a missing `code` or `redirect_uri` answers `invalid_request`.
 
 mod company;
+mod consent;
 mod http;
 mod model;
 mod query;
@@ -30,6 +64,7 @@ mod tokens;
 pub use crate::faults::Fault;
 
 use crate::SandboxError;
+use crate::authorization::{CodeStore, absolute_uri};
 use crate::faults::{FaultQueue, Interrupt, TrafficGate};
 use crate::idempotency::IdempotencyStore;
 use axum::http::{HeaderValue, StatusCode};
@@ -60,6 +95,10 @@ const fn default_refresh_token_ttl() -> u64 {
     100 * 24 * 60 * 60
 }
 
+const fn default_authorization_code_ttl() -> u64 {
+    5 * 60
+}
+
 /// An OAuth 2 app (client id and secret) and the realms (companies) it is connected to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +127,17 @@ pub struct QuickBooksAppConfig {
     pub refresh_token_ttl_secs: u64,
     #[serde(default)]
     pub limits: QuickBooksLimits,
+    /// The redirect URIs registered for the app: the authorization endpoint redirects to no
+    /// other (compared exactly). With none, the app cannot be authorized.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// The (simulated) user refuses consent: the authorization endpoint redirects with
+    /// `error=access_denied`.
+    #[serde(default)]
+    pub deny_consent: bool,
+    /// How long an authorization code may wait to be exchanged (5 minutes).
+    #[serde(default = "default_authorization_code_ttl")]
+    pub authorization_code_ttl_secs: u64,
 }
 
 impl QuickBooksAppConfig {
@@ -107,7 +157,31 @@ impl QuickBooksAppConfig {
             refresh_grace_secs: default_refresh_grace(),
             refresh_token_ttl_secs: default_refresh_token_ttl(),
             limits: QuickBooksLimits::default(),
+            redirect_uris: Vec::new(),
+            deny_consent: false,
+            authorization_code_ttl_secs: default_authorization_code_ttl(),
         }
+    }
+
+    /// An app that can be authorized through the authorization endpoint: Intuit's defaults,
+    /// one realm (the one consent connects), `redirect_uri` registered, no refresh token
+    /// until a code is exchanged.
+    pub fn authorizable(
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        realm_id: impl Into<String>,
+        redirect_uri: impl Into<String>,
+    ) -> Self {
+        Self {
+            redirect_uris: vec![redirect_uri.into()],
+            ..Self::new(client_id, client_secret, realm_id)
+        }
+    }
+
+    fn authorization_code_ttl(&self) -> TimeDelta {
+        TimeDelta::seconds(
+            i64::try_from(self.authorization_code_ttl_secs).unwrap_or(i64::MAX / 1000),
+        )
     }
 
     fn lifetimes(&self) -> Lifetimes {
@@ -223,6 +297,15 @@ pub struct QuickBooksStats {
     pub token_refreshes: u64,
     /// Refreshes those apps were refused (`invalid_grant`, `invalid_client`).
     pub rejected_refreshes: u64,
+    /// Authorization codes those apps were issued by the authorization endpoint.
+    pub authorizations: u64,
+    /// Authorization requests of those apps redirected back with an `error`
+    /// (`access_denied` included); error pages are not counted (they have no trusted app).
+    pub refused_authorizations: u64,
+    /// Authorization codes those apps exchanged for tokens.
+    pub code_exchanges: u64,
+    /// Code exchanges refused (`invalid_grant`, `invalid_request`, `invalid_client`).
+    pub rejected_code_exchanges: u64,
 }
 
 /// One API request a realm received (authorised or not), for tests that check *when* a
@@ -260,6 +343,8 @@ struct Shared {
     registry: RwLock<Registry>,
     /// Grants and tokens; never held across an `.await` or while taking another lock.
     tokens: Mutex<TokenStore>,
+    /// Authorization codes not yet exchanged; the same rule as `tokens`.
+    codes: Mutex<CodeStore<consent::Consented>>,
     interrupt: Interrupt,
 }
 
@@ -281,6 +366,11 @@ struct AppState {
     token_faults: FaultQueue,
     token_refreshes: u64,
     rejected_refreshes: u64,
+    /// The authorization-code counters reported in [`QuickBooksStats`].
+    authorizations: u64,
+    refused_authorizations: u64,
+    code_exchanges: u64,
+    rejected_code_exchanges: u64,
 }
 
 #[derive(Debug)]
@@ -393,6 +483,12 @@ impl QuickBooksSim {
         if config.access_token_ttl_secs == 0 {
             return invalid("access_token_ttl_secs must be at least 1".into());
         }
+        if config.authorization_code_ttl_secs == 0 {
+            return invalid("authorization_code_ttl_secs must be at least 1".into());
+        }
+        for uri in &config.redirect_uris {
+            absolute_uri(uri).map_err(SandboxError::InvalidApp)?;
+        }
         config.limits.check().map_err(SandboxError::InvalidApp)?;
 
         let now = Utc::now();
@@ -447,6 +543,10 @@ impl QuickBooksSim {
                     token_faults: FaultQueue::default(),
                     token_refreshes: 0,
                     rejected_refreshes: 0,
+                    authorizations: 0,
+                    refused_authorizations: 0,
+                    code_exchanges: 0,
+                    rejected_code_exchanges: 0,
                 };
                 registry.apps.insert(
                     config.client_id,
@@ -509,6 +609,10 @@ impl QuickBooksSim {
             if state.config.realms.iter().any(|r| r == realm_id) {
                 stats.token_refreshes += state.token_refreshes;
                 stats.rejected_refreshes += state.rejected_refreshes;
+                stats.authorizations += state.authorizations;
+                stats.refused_authorizations += state.refused_authorizations;
+                stats.code_exchanges += state.code_exchanges;
+                stats.rejected_code_exchanges += state.rejected_code_exchanges;
             }
         }
         Some(stats)

@@ -1,6 +1,9 @@
 //! OAuth 2 grants as Intuit runs them: a refresh answers a fresh one-hour access token and,
 //! once the refresh token is old enough, a *new* refresh token; the replaced one keeps working
 //! for a grace period (answering the newest token of its chain), then `invalid_grant`.
+//!
+//! A chain starts from provisioning (a consent given before the test) or from an
+//! authorization code exchanged at the token endpoint (see `consent.rs`).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
@@ -128,6 +131,41 @@ impl TokenStore {
         if let Some(g) = self.refresh.get_mut(&current) {
             g.expires = now + lifetimes.refresh;
         }
+        Ok(self.issue(client_id, realms, current, lifetimes, now))
+    }
+
+    /// An authorization code exchanged: a new chain over `realms` whose first refresh token
+    /// is fresh, and an access token.
+    pub(super) fn consent(
+        &mut self,
+        client_id: &str,
+        realms: Vec<String>,
+        lifetimes: Lifetimes,
+        now: DateTime<Utc>,
+    ) -> Issued {
+        let refresh_token = format!("AB11{}", Uuid::new_v4().simple());
+        self.refresh.insert(
+            refresh_token.clone(),
+            RefreshGrant {
+                client_id: client_id.to_owned(),
+                realms: realms.clone(),
+                issued: now,
+                expires: now + lifetimes.refresh,
+                replaced: None,
+            },
+        );
+        self.issue(client_id, realms, refresh_token, lifetimes, now)
+    }
+
+    /// A new access token over `realms`, answered with `refresh_token`.
+    fn issue(
+        &mut self,
+        client_id: &str,
+        realms: Vec<String>,
+        refresh_token: String,
+        lifetimes: Lifetimes,
+        now: DateTime<Utc>,
+    ) -> Issued {
         let access_token = format!("eyJ{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
         self.access
             .retain(|_, g| g.expires + TimeDelta::days(1) > now);
@@ -139,12 +177,12 @@ impl TokenStore {
                 expires: now + lifetimes.access,
             },
         );
-        Ok(Issued {
+        Issued {
             access_token,
             expires_in: lifetimes.access.num_seconds(),
-            refresh_token: current,
+            refresh_token,
             refresh_expires_in: lifetimes.refresh.num_seconds(),
-        })
+        }
     }
 
     /// The realms a bearer token may reach.
@@ -203,6 +241,26 @@ mod tests {
                 .is_err()
         );
         assert!(store.refresh("other", &first.refresh_token, l, t0).is_err());
+    }
+
+    #[test]
+    fn a_consent_starts_a_chain_the_refresh_grant_continues() {
+        let mut store = TokenStore::default();
+        let t0 = Utc::now();
+        let l = lifetimes(3600, 10);
+        let issued = store.consent("c", vec!["1".into()], l, t0);
+        assert!(issued.refresh_token.starts_with("AB11"));
+        assert_eq!(
+            store.authorize(&issued.access_token, t0),
+            Ok(("c".to_owned(), vec!["1".to_owned()]))
+        );
+        let refreshed = store.refresh("c", &issued.refresh_token, l, t0).unwrap();
+        assert_eq!(refreshed.refresh_token, issued.refresh_token);
+        assert!(
+            store
+                .refresh("other", &issued.refresh_token, l, t0)
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The Xero simulator's HTTP surface: the identity endpoints (token, connections), the
-//! Accounting API pipeline (bearer token → tenant → rate limits → faults → idempotency →
-//! handling) and the loopback admin endpoints.
+//! The Xero simulator's HTTP surface: the identity endpoints (authorize, token, connections;
+//! the authorization code's side in `consent.rs`), the Accounting API pipeline (bearer token
+//! → tenant → rate limits → faults → idempotency → handling) and the loopback admin
+//! endpoints.
 //!
 //! Errors take Xero's shapes: `{"error":"invalid_grant"}` from the token endpoint,
 //! `{"Type":null,"Title":"Unauthorized","Status":401,"Detail":"TokenExpired: …"}` for
@@ -14,6 +15,7 @@ use super::query::{self, Pagination};
 use super::store::{Kind, TenantData, code_key, invoice_number_key, quote_number_key};
 use super::{App, Tenant, TenantState, XeroAppConfig, XeroSim, lock};
 use crate::SandboxError;
+use crate::authorization::CodeExchange;
 use crate::fault_plan::{self, FaultAnswers, FaultPlan, Outcome};
 use crate::faults::Fault;
 use crate::idempotency::{Claim, KeyClaim};
@@ -49,6 +51,10 @@ const NOT_FOUND: &str = "The resource you're looking for cannot be found";
 /// The routes, relative to where they are nested (`/xero`).
 pub(crate) fn routes(sim: XeroSim) -> Router {
     Router::new()
+        .route(
+            "/identity/connect/authorize",
+            get(super::consent::authorize),
+        )
         .route("/identity/connect/token", post(token))
         .route("/connections", get(connections))
         .route("/Connections", get(connections))
@@ -379,8 +385,10 @@ async fn token(
     let (config, injection) = {
         let mut state = lock(&app.state);
         if state.config.client_secret != secret {
-            if grant_type == Some("refresh_token") {
-                state.rejected_refreshes += 1;
+            match grant_type {
+                Some("refresh_token") => state.rejected_refreshes += 1,
+                Some("authorization_code") => state.rejected_code_exchanges += 1,
+                _ => {}
             }
             return oauth_error("invalid_client");
         }
@@ -417,6 +425,26 @@ async fn token(
                 }
             }
         }
+        Some("authorization_code") => {
+            let request = CodeExchange {
+                client_id: &client_id,
+                code: param("code"),
+                redirect_uri: param("redirect_uri"),
+                code_verifier: param("code_verifier"),
+            };
+            let issued = super::consent::exchange(&sim, &request, config.lifetimes(), now);
+            let mut state = lock(&app.state);
+            match issued {
+                Ok(issued) => {
+                    state.code_exchanges += 1;
+                    issued
+                }
+                Err(error) => {
+                    state.rejected_code_exchanges += 1;
+                    return oauth_error(error.error());
+                }
+            }
+        }
         Some("client_credentials") => {
             if !config.custom_connection {
                 return oauth_error("unauthorized_client");
@@ -436,8 +464,9 @@ async fn token(
         Some(_) => return oauth_error("unsupported_grant_type"),
         None => return oauth_error("invalid_request"),
     };
-    let scope = match grant_type {
-        Some("client_credentials") => param("scope").unwrap_or(&config.scopes).to_owned(),
+    let scope = match (grant_type, issued.scope) {
+        (_, Some(consented)) => consented,
+        (Some("client_credentials"), None) => param("scope").unwrap_or(&config.scopes).to_owned(),
         _ => config.scopes.clone(),
     };
     let mut body = json!({

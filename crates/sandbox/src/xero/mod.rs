@@ -1,10 +1,10 @@
 //! Simulator of the Xero Accounting API for what an integration syncing a wholesale
-//! platform uses: OAuth 2 (refresh tokens that rotate with a grace period, access tokens that
-//! expire, client credentials for custom connections, `/connections`), Contacts, Items (with
-//! stock), Invoices and Quotes in Xero's envelopes and MS-JSON dates, batch writes with
-//! `summarizeErrors`, `Idempotency-Key` replay, `If-Modified-Since` and paged imports, and
-//! Xero's per-tenant limits (per minute, per day, in flight, per app) with `429`,
-//! `Retry-After` and `X-Rate-Limit-Problem`.
+//! platform uses: OAuth 2 (the authorization code with PKCE, refresh tokens that rotate with
+//! a grace period, access tokens that expire, client credentials for custom connections,
+//! `/connections`), Contacts, Items (with stock), Invoices and Quotes in Xero's envelopes and
+//! MS-JSON dates, batch writes with `summarizeErrors`, `Idempotency-Key` replay,
+//! `If-Modified-Since` and paged imports, and Xero's per-tenant limits (per minute, per day,
+//! in flight, per app) with `429`, `Retry-After` and `X-Rate-Limit-Problem`.
 //!
 //! It owns the apps (OAuth clients and their grants) and the tenants (organisations and their
 //! records), and counts what each tenant was asked to do, so tests can prove "created exactly
@@ -12,11 +12,43 @@
 //! OpenAPI documents (`xero_accounting.yaml`, `xero-identity.yaml`). It must stay strict:
 //! what Xero refuses, it refuses.
 //!
-//! Served under `/xero` (see [`crate::sandbox_router`]): the token endpoint at
-//! `/xero/identity/connect/token`, the API at `/xero/api.xro/2.0/…`, `/xero/connections`,
-//! and loopback admin endpoints under `/xero/_sandbox/…`. [`XeroSim`] is the in-process
-//! handle tests and the demo use.
+//! Served under `/xero` (see [`crate::sandbox_router`]): the authorization endpoint at
+//! `/xero/identity/connect/authorize`, the token endpoint at `/xero/identity/connect/token`,
+//! the API at `/xero/api.xro/2.0/…`, `/xero/connections`, and loopback admin endpoints under
+//! `/xero/_sandbox/…`. [`XeroSim`] is the in-process handle tests and the demo use.
+//!
+//! # Authorization code with PKCE
+//!
+//! `GET /xero/identity/connect/authorize` is login.xero.com's path. Its query:
+//! `response_type=code`, `client_id`, `redirect_uri` (one of the app's
+//! [`XeroAppConfig::redirect_uris`], compared exactly), `scope` (space-separated; the
+//! Accounting API's scopes, `openid`, `profile`, `email` and `offline_access`), `state`,
+//! `code_challenge` and `code_challenge_method=S256` (PKCE is required). There is no user:
+//! consent is given at once for every tenant of the app, unless
+//! [`XeroAppConfig::deny_consent`] is set.
+//!
+//! - Unknown `client_id`, or a missing, relative, repeated or unregistered `redirect_uri`:
+//!   `400` and an HTML error page naming the error; no redirect.
+//! - Otherwise `302` to the redirect URI. Granted: `code`, `scope` (as consented),
+//!   `session_state` and `state`. Refused (RFC 6749 §4.1.2.1): `error`, `error_description`
+//!   and `state`; `error` is `unsupported_response_type`, `invalid_request` (a missing or
+//!   repeated parameter, PKCE missing or not `S256`, no `scope`), `invalid_scope` (a scope
+//!   Xero's Accounting API does not have), `unauthorized_client` (a custom connection) or
+//!   `access_denied` (consent denied; no description).
+//!
+//! The code is single-use and lives [`XeroAppConfig::authorization_code_ttl_secs`] (5
+//! minutes); it is bound to the client, the exact redirect URI, the challenge, and the app's
+//! tenants at the time of consent. `POST /xero/identity/connect/token` with
+//! `grant_type=authorization_code`, `code`, `redirect_uri` and `code_verifier` (client
+//! authenticated as for a refresh) answers what a refresh answers, with `scope` as
+//! consented, and a `refresh_token` only when the scope has `offline_access`, as Xero does.
+//! No `id_token` is issued. The tokens are a new grant (a new `authEventId` on
+//! `/connections`). A code presented once is spent, even when the exchange fails: unknown,
+//! expired, reused, another client's, another redirect URI's, or a verifier whose
+//! BASE64URL(SHA256) is not the challenge all answer `400 {"error":"invalid_grant"}`; a
+//! missing `code` or `redirect_uri` answers `invalid_request`.
 
+mod consent;
 mod dates;
 mod http;
 mod limits;
@@ -30,6 +62,7 @@ pub use crate::faults::Fault;
 pub use received::ReceivedRequest;
 
 use crate::SandboxError;
+use crate::authorization::{CodeStore, absolute_uri};
 use crate::faults::{FaultQueue, Interrupt};
 use crate::idempotency::{Fingerprinter, IdempotencyStore, KeyOwner};
 use axum::http::HeaderValue;
@@ -74,6 +107,10 @@ const fn default_idempotency_window() -> u64 {
     6 * 60
 }
 
+const fn default_authorization_code_ttl() -> u64 {
+    5 * 60
+}
+
 /// An OAuth 2 app (a Xero "app": client id and secret) and the tenants it is connected to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,9 +145,21 @@ pub struct XeroAppConfig {
     pub idempotency_window_secs: u64,
     #[serde(default)]
     pub limits: XeroLimits,
-    /// Space-separated, answered as `scope` by the token endpoint.
+    /// Space-separated, answered as `scope` by the token endpoint for the provisioned and
+    /// client-credentials grants (a grant from an authorization code answers its own).
     #[serde(default = "default_scopes")]
     pub scopes: String,
+    /// The redirect URIs registered for the app: the authorization endpoint redirects to no
+    /// other (compared exactly, as Xero does). With none, the app cannot be authorized.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// The (simulated) user refuses consent: the authorization endpoint redirects with
+    /// `error=access_denied`.
+    #[serde(default)]
+    pub deny_consent: bool,
+    /// How long an authorization code may wait to be exchanged (Xero: 5 minutes).
+    #[serde(default = "default_authorization_code_ttl")]
+    pub authorization_code_ttl_secs: u64,
 }
 
 impl XeroAppConfig {
@@ -133,7 +182,30 @@ impl XeroAppConfig {
             idempotency_window_secs: default_idempotency_window(),
             limits: XeroLimits::default(),
             scopes: default_scopes(),
+            redirect_uris: Vec::new(),
+            deny_consent: false,
+            authorization_code_ttl_secs: default_authorization_code_ttl(),
         }
+    }
+
+    /// An app that can be authorized through the authorization endpoint: Xero's defaults,
+    /// one tenant, `redirect_uri` registered, no refresh token until a code is exchanged.
+    pub fn authorizable(
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        tenant_id: impl Into<String>,
+        redirect_uri: impl Into<String>,
+    ) -> Self {
+        Self {
+            redirect_uris: vec![redirect_uri.into()],
+            ..Self::new(client_id, client_secret, tenant_id)
+        }
+    }
+
+    fn authorization_code_ttl(&self) -> TimeDelta {
+        TimeDelta::seconds(
+            i64::try_from(self.authorization_code_ttl_secs).unwrap_or(i64::MAX / 1000),
+        )
     }
 
     fn lifetimes(&self) -> Lifetimes {
@@ -294,6 +366,15 @@ pub struct XeroStats {
     pub token_refreshes: u64,
     /// Refreshes those apps were refused (`invalid_grant`, bad client credentials).
     pub rejected_refreshes: u64,
+    /// Authorization codes those apps were issued by the authorization endpoint.
+    pub authorizations: u64,
+    /// Authorization requests of those apps redirected back with an `error`
+    /// (`access_denied` included); error pages are not counted (they have no trusted app).
+    pub refused_authorizations: u64,
+    /// Authorization codes those apps exchanged for tokens.
+    pub code_exchanges: u64,
+    /// Code exchanges refused (`invalid_grant`, `invalid_request`, bad client credentials).
+    pub rejected_code_exchanges: u64,
 }
 
 /// The simulator. Cheap to clone: clones share the same apps and tenants.
@@ -318,6 +399,8 @@ struct Shared {
     registry: RwLock<Registry>,
     /// Grants and tokens; never held across an `.await` or while taking another lock.
     tokens: Mutex<TokenStore>,
+    /// Authorization codes not yet exchanged; the same rule as `tokens`.
+    codes: Mutex<CodeStore<consent::Consented>>,
     fingerprinter: Fingerprinter,
     interrupt: Interrupt,
     received: received::ReceivedLog,
@@ -345,6 +428,11 @@ struct AppState {
     identity_faults: FaultQueue,
     token_refreshes: u64,
     rejected_refreshes: u64,
+    /// The authorization-code counters reported in [`XeroStats`].
+    authorizations: u64,
+    refused_authorizations: u64,
+    code_exchanges: u64,
+    rejected_code_exchanges: u64,
 }
 
 impl AppState {
@@ -440,6 +528,12 @@ impl XeroSim {
         if config.access_token_ttl_secs == 0 {
             return invalid("access_token_ttl_secs must be at least 1".into());
         }
+        if config.authorization_code_ttl_secs == 0 {
+            return invalid("authorization_code_ttl_secs must be at least 1".into());
+        }
+        for uri in &config.redirect_uris {
+            absolute_uri(uri).map_err(SandboxError::InvalidApp)?;
+        }
         config.limits.check().map_err(SandboxError::InvalidApp)?;
 
         let now = Utc::now();
@@ -532,6 +626,10 @@ impl XeroSim {
                     identity_faults: FaultQueue::default(),
                     token_refreshes: 0,
                     rejected_refreshes: 0,
+                    authorizations: 0,
+                    refused_authorizations: 0,
+                    code_exchanges: 0,
+                    rejected_code_exchanges: 0,
                 };
                 registry.apps.insert(
                     config.client_id,
@@ -595,6 +693,10 @@ impl XeroSim {
             if state.tenant_ids().contains(&id) {
                 stats.token_refreshes += state.token_refreshes;
                 stats.rejected_refreshes += state.rejected_refreshes;
+                stats.authorizations += state.authorizations;
+                stats.refused_authorizations += state.refused_authorizations;
+                stats.code_exchanges += state.code_exchanges;
+                stats.rejected_code_exchanges += state.rejected_code_exchanges;
             }
         }
         Some(stats)

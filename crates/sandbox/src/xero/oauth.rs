@@ -5,6 +5,11 @@
 //! (and any other still-current token of the same grant) stays usable for a grace period,
 //! so a client that lost a refresh response can retry, then answers `invalid_grant`. An
 //! unused refresh token also expires after its lifetime (Xero: 60 days).
+//!
+//! A grant comes from provisioning (a consent given before the test), from the
+//! client-credentials grant of a custom connection, or from an authorization code exchanged
+//! at the token endpoint (see `consent.rs`); the last carries the scopes the user agreed to,
+//! and a refresh token only when they include `offline_access`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
@@ -16,6 +21,9 @@ const EXPIRED_ACCESS_MEMORY: TimeDelta = TimeDelta::days(1);
 
 /// Issues between two sweeps of dead tokens.
 const SWEEP_EVERY: u64 = 1_000;
+
+/// The scope without which Xero issues no refresh token.
+pub(crate) const OFFLINE_ACCESS: &str = "offline_access";
 
 /// One consent: an app connected to some tenants.
 #[derive(Debug)]
@@ -30,6 +38,9 @@ pub(crate) struct Grant {
     pub client_credentials: bool,
     /// The refresh token most recently issued, the one a careful client holds.
     current_refresh: Option<String>,
+    /// The scopes consented to at the authorization endpoint, answered by every token
+    /// response of the grant; `None` for provisioned grants (the app's `scopes` then).
+    scope: Option<String>,
 }
 
 #[derive(Debug)]
@@ -57,6 +68,8 @@ impl RefreshToken {
 pub(crate) struct Issued {
     pub access_token: String,
     pub refresh_token: Option<String>,
+    /// The grant's consented scopes, when it has its own.
+    pub scope: Option<String>,
 }
 
 /// How long what is issued lives, from the app's settings.
@@ -140,6 +153,7 @@ impl TokenStore {
         if grant.client_id != client_id || !presented.usable(now) {
             return None;
         }
+        let scope = grant.scope.clone();
         let superseded = now + lifetimes.grace;
         let current = grant.current_refresh.clone();
         for replaced in [Some(token.to_owned()), current].into_iter().flatten() {
@@ -166,7 +180,43 @@ impl TokenStore {
         Some(Issued {
             access_token,
             refresh_token: Some(fresh),
+            scope,
         })
+    }
+
+    /// An authorization code exchanged: a new grant over `tenant_ids` with the consented
+    /// `scope`, an access token, and a refresh token when the scope has `offline_access`
+    /// (without it Xero issues none).
+    pub(crate) fn consent(
+        &mut self,
+        client_id: &str,
+        tenant_ids: &[String],
+        scope: String,
+        lifetimes: Lifetimes,
+        now: DateTime<Utc>,
+    ) -> Issued {
+        let grant_id = self.new_grant(client_id, tenant_ids, false, now);
+        let refresh_token = scope.split(' ').any(|s| s == OFFLINE_ACCESS).then(|| {
+            let token = format!("xrt_{}", Uuid::new_v4().simple());
+            self.refresh.insert(
+                token.clone(),
+                RefreshToken {
+                    grant: grant_id,
+                    expires_at: now + lifetimes.refresh,
+                    superseded_until: None,
+                },
+            );
+            token
+        });
+        if let Some(grant) = self.grants.get_mut(&grant_id) {
+            grant.current_refresh.clone_from(&refresh_token);
+            grant.scope = Some(scope.clone());
+        }
+        Issued {
+            access_token: self.issue_access(grant_id, lifetimes, now),
+            refresh_token,
+            scope: Some(scope),
+        }
     }
 
     /// `grant_type=client_credentials` (a custom connection): a fresh grant over the app's
@@ -182,6 +232,7 @@ impl TokenStore {
         Issued {
             access_token: self.issue_access(grant, lifetimes, now),
             refresh_token: None,
+            scope: None,
         }
     }
 
@@ -231,6 +282,7 @@ impl TokenStore {
                 created: now,
                 client_credentials,
                 current_refresh: None,
+                scope: None,
             },
         );
         self.next_grant
@@ -323,6 +375,41 @@ mod tests {
         assert_eq!(store.expire_access_tokens("app", at(5)), 1);
         assert!(matches!(store.bearer(&token, at(5)), Bearer::Expired(_)));
         assert_eq!(store.expire_access_tokens("app", at(6)), 0);
+    }
+
+    #[test]
+    fn a_consent_gets_a_refresh_token_only_with_offline_access() {
+        let mut store = TokenStore::default();
+        let tenants = vec!["t".to_owned()];
+        let offline = store.consent(
+            "app",
+            &tenants,
+            "offline_access accounting.contacts".into(),
+            lifetimes(0),
+            at(0),
+        );
+        let refresh = offline.refresh_token.unwrap();
+        let refreshed = store.refresh("app", &refresh, lifetimes(0), at(1)).unwrap();
+        assert_eq!(
+            refreshed.scope.as_deref(),
+            Some("offline_access accounting.contacts")
+        );
+        assert!(matches!(
+            store.bearer(&offline.access_token, at(1)),
+            Bearer::Valid(g) if g.tenant_ids == tenants && !g.client_credentials
+        ));
+        let online = store.consent(
+            "app",
+            &tenants,
+            "accounting.contacts".into(),
+            lifetimes(0),
+            at(0),
+        );
+        assert!(online.refresh_token.is_none());
+        assert!(matches!(
+            store.bearer(&online.access_token, at(1)),
+            Bearer::Valid(_)
+        ));
     }
 
     #[test]
