@@ -48,9 +48,12 @@ impl Api {
 
     async fn start_with(tag: &str, configure: impl FnOnce(&mut Settings)) -> Self {
         let env = Env::new(tag).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let mut settings = Settings::default();
         settings.http.allow_private_networks = true;
         settings.amqp.prefix = env.prefix.clone();
+        settings.api.public_url = base.clone();
         configure(&mut settings);
         let ring = KeyRing::from_base64("test1", [("test1", env.vault_key.as_str())]).unwrap();
         let broker = env.broker().await;
@@ -60,8 +63,6 @@ impl Api {
             broker,
             settings,
         ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         tokio::spawn(api::serve(listener, state, shutdown.clone()));
         let mut api = Self {
@@ -227,11 +228,16 @@ fn log(id: IntegrationId, tenant: TenantId, status: LogStatus, sku: &str) -> New
     }
 }
 
-/// Every operation of the document: (method, path under /api/v1).
+/// Every operation of the document that needs a token: (method, path under /api/v1). The
+/// OAuth callback and its landing page are the browser's, authenticated by the consent's
+/// state, and marked `security: []`.
 fn operations(doc: &Value) -> Vec<(Method, String)> {
     let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
-        for method in item.as_object().unwrap().keys() {
+        for (method, op) in item.as_object().unwrap() {
+            if op.get("security").is_some_and(|s| s == &json!([{}])) {
+                continue;
+            }
             ops.push((method.to_uppercase().parse().unwrap(), path.clone()));
         }
     }
@@ -1213,4 +1219,270 @@ async fn a_completion_webhook_is_signed_retried_after_a_500_and_delivered_once()
         .await;
     let new_secret = rotated.body["webhook_secret"].as_str().unwrap();
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+}
+
+/// Follows one redirect by hand (the browser's part of a consent): the `Location` of a
+/// request that must answer `status`.
+async fn location(http: &reqwest::Client, url: &str, status: StatusCode) -> String {
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        status,
+        "{url}: {:?}",
+        response.text().await
+    );
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+#[tokio::test]
+async fn an_admin_connects_xero_by_consent_and_a_forged_or_replayed_state_is_refused() {
+    let api = Api::start("api_oauth").await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let xero = api.env.sandbox.xero_url();
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let mut app = passerelle_sandbox::xero::XeroAppConfig::new(
+        "consent-app",
+        "consent-secret",
+        tenant.clone(),
+    );
+    app.refresh_token = None;
+    app.redirect_uris = vec![format!("{}/api/v1/oauth/callback", api.base)];
+    api.env.sandbox.xero().add_app(app);
+    // Only the app's id and secret: the tokens come from the consent.
+    let created = api
+        .call(
+            Method::POST,
+            "/api/v1/integrations",
+            &api.a.admin,
+            Some(json!({
+                "name": "Xero", "type": "xero", "entities": ["customer"],
+                "settings": {
+                    "tenant_id": tenant, "api_url": xero,
+                    "token_url": format!("{xero}/identity/connect/token"),
+                    "authorize_url": format!("{xero}/identity/connect/authorize"),
+                },
+                "credentials": {"client_id": "consent-app", "client_secret": "consent-secret"},
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.body["id"].as_i64().unwrap();
+    let start = format!("/api/v1/integrations/{id}/oauth/start");
+    let viewer = api.call(Method::POST, &start, &api.a.viewer, None).await;
+    assert_eq!(viewer.status, StatusCode::FORBIDDEN);
+    let started = api.call(Method::POST, &start, &api.a.admin, None).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.text);
+    let authorize = started.body["authorization_url"].as_str().unwrap();
+    let asked = query_of(authorize);
+    assert!(authorize.starts_with(&format!("{xero}/identity/connect/authorize?")));
+    assert_eq!(asked["code_challenge_method"], "S256");
+    assert_eq!(asked["state"], started.body["state"].as_str().unwrap());
+    assert!(asked["scope"].contains("offline_access"));
+
+    // The browser consents at Xero, comes back to the callback, and lands on the return page.
+    let callback = location(&browser, authorize, StatusCode::FOUND).await;
+    assert!(
+        callback.starts_with(&format!("{}/api/v1/oauth/callback?", api.base)),
+        "{callback}"
+    );
+    let landing = location(&browser, &callback, StatusCode::SEE_OTHER).await;
+    let outcome = query_of(&landing);
+    assert_eq!(outcome["status"], "connected", "{landing}");
+    assert_eq!(outcome["integration"], id.to_string());
+    let shown = api
+        .get(&format!("/api/v1/integrations/{id}"), &api.a.admin)
+        .await;
+    let fields = shown.body["credentials"]["fields"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        fields.contains(&json!("refresh_token")) && fields.contains(&json!("access_token")),
+        "{fields:?}"
+    );
+    // The tokens work: the connection test reaches Xero with them.
+    let tested = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/integrations/{id}/test"),
+            &api.a.admin,
+            None,
+        )
+        .await;
+    assert_eq!(tested.body["ok"], true, "{}", tested.text);
+    assert_eq!(tested.body["integration"]["status"], "testing");
+
+    // The same state again, and a state we never issued: refused, nothing changes.
+    let replayed = browser.get(&callback).send().await.unwrap();
+    assert_eq!(replayed.status(), StatusCode::BAD_REQUEST);
+    let forged = browser
+        .get(format!(
+            "{}/api/v1/oauth/callback?code=stolen&state=forged",
+            api.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(forged.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn a_denied_consent_comes_back_as_an_error_and_stores_nothing() {
+    let api = Api::start("api_oauth_denied").await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let xero = api.env.sandbox.xero_url();
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let mut app =
+        passerelle_sandbox::xero::XeroAppConfig::new("shy-app", "shy-secret", tenant.clone());
+    app.refresh_token = None;
+    app.redirect_uris = vec![format!("{}/api/v1/oauth/callback", api.base)];
+    app.deny_consent = true;
+    api.env.sandbox.xero().add_app(app);
+    let created = api
+        .call(
+            Method::POST,
+            "/api/v1/integrations",
+            &api.a.admin,
+            Some(json!({
+                "name": "Xero", "type": "xero",
+                "settings": {
+                    "tenant_id": tenant, "api_url": xero,
+                    "token_url": format!("{xero}/identity/connect/token"),
+                    "authorize_url": format!("{xero}/identity/connect/authorize"),
+                },
+                "credentials": {"client_id": "shy-app", "client_secret": "shy-secret"},
+            })),
+        )
+        .await;
+    let id = created.body["id"].as_i64().unwrap();
+    let started = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/integrations/{id}/oauth/start"),
+            &api.a.admin,
+            None,
+        )
+        .await;
+    let authorize = started.body["authorization_url"].as_str().unwrap();
+    let callback = location(&browser, authorize, StatusCode::FOUND).await;
+    let landing = location(&browser, &callback, StatusCode::SEE_OTHER).await;
+    let outcome = query_of(&landing);
+    assert_eq!(outcome["status"], "error", "{landing}");
+    assert!(outcome["error"].starts_with("access_denied"), "{landing}");
+    let shown = api
+        .get(&format!("/api/v1/integrations/{id}"), &api.a.admin)
+        .await;
+    assert_eq!(
+        shown.body["credentials"]["fields"],
+        json!(["client_id", "client_secret"]),
+        "{}",
+        shown.text
+    );
+}
+
+#[tokio::test]
+async fn quickbooks_is_connected_by_consent_for_the_configured_company_only() {
+    let api = Api::start("api_oauth_qb").await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let qb = api.env.sandbox.quickbooks_url();
+    let realm = format!("9{}", &uuid::Uuid::new_v4().as_u128().to_string()[..10]);
+    let callback_url = format!("{}/api/v1/oauth/callback", api.base);
+    api.env.sandbox.quickbooks().add_app(
+        passerelle_sandbox::quickbooks::QuickBooksAppConfig::authorizable(
+            "qb-app",
+            "qb-secret",
+            realm.clone(),
+            callback_url,
+        ),
+    );
+    let api = &api;
+    let expected_realm = realm.clone();
+    let expected_realm = &expected_realm;
+    let create = |realm_id: String| {
+        let body = json!({
+            "name": "QuickBooks", "type": "quickbooks",
+            "settings": {
+                "realm_id": realm_id, "api_url": qb,
+                "token_url": format!("{qb}/oauth2/v1/tokens/bearer"),
+                "authorize_url": format!("{qb}/connect/oauth2"),
+            },
+            "credentials": {"client_id": "qb-app", "client_secret": "qb-secret"},
+        });
+        async move {
+            let created = api
+                .call(
+                    Method::POST,
+                    "/api/v1/integrations",
+                    &api.a.admin,
+                    Some(body),
+                )
+                .await;
+            assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+            created.body["id"].as_i64().unwrap()
+        }
+    };
+    let consent = |id: i64| {
+        let browser = browser.clone();
+        async move {
+            let started = api
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/integrations/{id}/oauth/start"),
+                    &api.a.admin,
+                    None,
+                )
+                .await;
+            let authorize = started.body["authorization_url"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let callback = location(&browser, &authorize, StatusCode::FOUND).await;
+            assert_eq!(&query_of(&callback)["realmId"], expected_realm);
+            query_of(&location(&browser, &callback, StatusCode::SEE_OTHER).await)
+        }
+    };
+    let right = create(realm.clone()).await;
+    assert_eq!(consent(right).await["status"], "connected");
+    let tested = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/integrations/{right}/test"),
+            &api.a.admin,
+            None,
+        )
+        .await;
+    assert_eq!(tested.body["ok"], true, "{}", tested.text);
+    // Consent given for another company than the one configured: refused, nothing stored.
+    let wrong = create("1234567".into()).await;
+    let outcome = consent(wrong).await;
+    assert_eq!(outcome["status"], "error");
+    assert!(
+        outcome["error"].contains("not the configured realm_id"),
+        "{outcome:?}"
+    );
+    let shown = api
+        .get(&format!("/api/v1/integrations/{wrong}"), &api.a.admin)
+        .await;
+    assert_eq!(
+        shown.body["credentials"]["fields"],
+        json!(["client_id", "client_secret"])
+    );
 }

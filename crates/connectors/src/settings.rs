@@ -85,6 +85,16 @@ pub fn read<T: DeserializeOwned>(
         .map_err(|e| ConnectorError::fatal(format!("invalid {connector} settings: {e}")))
 }
 
+/// A URL setting checked by the SSRF guard, or its documented default.
+pub(crate) fn endpoint(
+    context: &crate::ConnectorContext,
+    raw: Option<&str>,
+    default: &str,
+    key: &str,
+) -> Result<url::Url, ConnectorError> {
+    context.url_policy.check(raw.unwrap_or(default), key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -280,6 +280,12 @@ pub struct ApiSettings {
     pub auth_failures_per_minute: u32,
     /// Longest page a listing returns, whatever `limit` asks for.
     pub max_page_size: u32,
+    /// The API's address as a browser reaches it: the OAuth consent's redirect URI is
+    /// `<public_url>/api/v1/oauth/callback`, registered as such with each ERP's app.
+    pub public_url: String,
+    /// Where the browser is sent once a consent is done, with `?integration=<id>&status=connected`
+    /// (or `status=error&error=…`); empty: the API's own `/api/v1/oauth/connected` page.
+    pub oauth_return_url: String,
 }
 
 impl Default for ApiSettings {
@@ -289,6 +295,8 @@ impl Default for ApiSettings {
             max_body_bytes: 1024 * 1024,
             auth_failures_per_minute: 20,
             max_page_size: 500,
+            public_url: "http://127.0.0.1:8080".into(),
+            oauth_return_url: String::new(),
         }
     }
 }
@@ -427,6 +435,7 @@ impl Settings {
             self.scheduler.abandon_queued_after_secs,
             1,
         );
+        self.check_urls(&mut problems);
         let tiers = &self.amqp.retry_delays_secs;
         if tiers.is_empty() || tiers.contains(&0) || tiers.windows(2).any(|w| w[0] >= w[1]) {
             problems.push(format!(
@@ -448,6 +457,23 @@ impl Settings {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems.join("; ")))
+        }
+    }
+
+    /// The addresses the API hands out must be absolute http(s) URLs.
+    fn check_urls(&self, problems: &mut Vec<String>) {
+        for (key, value, empty_ok) in [
+            ("api.public_url", &self.api.public_url, false),
+            ("api.oauth_return_url", &self.api.oauth_return_url, true),
+        ] {
+            let valid = (empty_ok && value.is_empty())
+                || url::Url::parse(value)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !valid {
+                problems.push(format!(
+                    "{key} = `{value}` is invalid: give an absolute http(s) URL"
+                ));
+            }
         }
     }
 

@@ -162,7 +162,7 @@ fn parse_fields(
         {
             problems.check(
                 "credentials",
-                passerelle_connectors::build(integration_type, settings, Some(c), ctx).map(|_| ()),
+                check_credentials(integration_type, settings, c, ctx),
             );
         }
     }
@@ -172,6 +172,35 @@ fn parse_fields(
         entities,
         credentials,
     }
+}
+
+/// New credentials, checked by building the connector they are for. An ERP whose tokens come
+/// from a consent may have only its app's `client_id` and `client_secret` until the consent
+/// (`oauth/start`) brings the rest.
+fn check_credentials(
+    integration_type: IntegrationType,
+    settings: Option<&serde_json::Value>,
+    credentials: &Credentials,
+    ctx: &ConnectorContext,
+) -> Result<(), String> {
+    let awaiting_consent = passerelle_connectors::consent::uses_consent(integration_type)
+        && credentials.get_str("refresh_token").is_none();
+    if awaiting_consent {
+        let missing: Vec<&str> = ["client_id", "client_secret"]
+            .into_iter()
+            .filter(|f| credentials.get_str(f).is_none_or(str::is_empty))
+            .collect();
+        return match missing.as_slice() {
+            [] => Ok(()),
+            fields => Err(format!(
+                "{} required: the app's client_id and client_secret; the tokens then come from the consent (POST /api/v1/integrations/{{id}}/oauth/start)",
+                fields.join(" and ")
+            )),
+        };
+    }
+    passerelle_connectors::build(integration_type, settings, Some(credentials), ctx)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Accepts the singular (`order`) and the legacy app's plural (`orders`).

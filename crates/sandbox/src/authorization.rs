@@ -12,11 +12,11 @@
 //! (`plain`, and a challenge without a method, which means `plain`, are refused), because
 //! Passerelle's connectors always send it and a connector that stops must be caught.
 
-use crate::sha256;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::{DateTime, TimeDelta, Utc};
+use sha2::Digest as _;
 use std::collections::HashMap;
 use url::Url;
 use uuid::Uuid;
@@ -305,7 +305,8 @@ impl Redirect {
 
 /// BASE64URL-no-pad(SHA256(verifier)), RFC 7636 §4.2.
 pub(crate) fn s256(verifier: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha256::digest(verifier.as_bytes()))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()))
 }
 
 /// 43 BASE64URL characters: a SHA-256 digest's encoding.

@@ -19,7 +19,6 @@ mod idempotency;
 mod problem;
 pub mod quickbooks;
 pub mod sap_b1;
-mod sha256;
 pub mod xero;
 
 use axum::Router;

@@ -56,6 +56,24 @@ pub struct QuickBooksSettings {
     pub timeout: Duration,
 }
 
+/// The company id, digits only.
+fn realm_id(raw: Option<String>) -> Result<String, ConnectorError> {
+    let realm_id = raw
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            ConnectorError::fatal(
+                "quickbooks settings need `realm_id` (the company id Intuit returns on the OAuth redirect)",
+            )
+        })?;
+    if !realm_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ConnectorError::fatal(format!(
+            "settings.realm_id `{realm_id}` is not a QuickBooks company id (digits only)"
+        )));
+    }
+    Ok(realm_id)
+}
+
 impl QuickBooksSettings {
     pub fn parse(
         settings: Option<&Value>,
@@ -63,36 +81,23 @@ impl QuickBooksSettings {
     ) -> Result<Self, ConnectorError> {
         let raw: RawSettings =
             crate::settings::read(settings, "quickbooks", "`realm_id` is required")?;
-        let realm_id = raw
-            .realm_id
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty())
-            .ok_or_else(|| {
-                ConnectorError::fatal(
-                    "quickbooks settings need `realm_id` (the company id Intuit returns on the OAuth redirect)",
-                )
-            })?;
-        if !realm_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ConnectorError::fatal(format!(
-                "settings.realm_id `{realm_id}` is not a QuickBooks company id (digits only)"
-            )));
-        }
-        let api_url = context.url_policy.check(
-            raw.api_url
-                .as_deref()
-                .unwrap_or("https://quickbooks.api.intuit.com"),
+        let realm_id = realm_id(raw.realm_id)?;
+        let api_url = crate::settings::endpoint(
+            context,
+            raw.api_url.as_deref(),
+            "https://quickbooks.api.intuit.com",
             "settings.api_url",
         )?;
-        let token_url = context.url_policy.check(
-            raw.token_url
-                .as_deref()
-                .unwrap_or("https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"),
+        let token_url = crate::settings::endpoint(
+            context,
+            raw.token_url.as_deref(),
+            "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
             "settings.token_url",
         )?;
-        let authorize_url = context.url_policy.check(
-            raw.authorize_url
-                .as_deref()
-                .unwrap_or("https://appcenter.intuit.com/connect/oauth2"),
+        let authorize_url = crate::settings::endpoint(
+            context,
+            raw.authorize_url.as_deref(),
+            "https://appcenter.intuit.com/connect/oauth2",
             "settings.authorize_url",
         )?;
         let batch_size = raw.batch_size.unwrap_or(30);

@@ -57,20 +57,22 @@ impl XeroSettings {
             .tenant_id
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| ConnectorError::fatal("xero settings need `tenant_id` (the organisation's tenant id from GET /connections)"))?;
-        let api_url = context.url_policy.check(
-            raw.api_url.as_deref().unwrap_or("https://api.xero.com"),
+        let api_url = crate::settings::endpoint(
+            context,
+            raw.api_url.as_deref(),
+            "https://api.xero.com",
             "settings.api_url",
         )?;
-        let token_url = context.url_policy.check(
-            raw.token_url
-                .as_deref()
-                .unwrap_or("https://identity.xero.com/connect/token"),
+        let token_url = crate::settings::endpoint(
+            context,
+            raw.token_url.as_deref(),
+            "https://identity.xero.com/connect/token",
             "settings.token_url",
         )?;
-        let authorize_url = context.url_policy.check(
-            raw.authorize_url
-                .as_deref()
-                .unwrap_or("https://login.xero.com/identity/connect/authorize"),
+        let authorize_url = crate::settings::endpoint(
+            context,
+            raw.authorize_url.as_deref(),
+            "https://login.xero.com/identity/connect/authorize",
             "settings.authorize_url",
         )?;
         let batch_size = raw.batch_size.unwrap_or(50);

@@ -10,6 +10,7 @@
 pub mod auth;
 mod integrations;
 mod logs;
+mod oauth;
 pub mod pagination;
 pub mod problem;
 mod runs;
@@ -131,6 +132,9 @@ fn versioned() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(logs::export))
         .routes(routes!(logs::mappings))
         .routes(routes!(logs::stats))
+        .routes(routes!(oauth::start))
+        .routes(routes!(oauth::callback))
+        .routes(routes!(oauth::connected))
         .split_for_parts()
 }
 

@@ -51,26 +51,8 @@ pub async fn run(
             last_shown = Some(counts);
         }
         if current.status.is_terminal() {
-            output::emit(format, &current, || {
-                format!(
-                    "run {} {} in {:.1}s: synced {}, skipped {}, failed {}{}\n",
-                    current.id,
-                    current.status,
-                    started.elapsed().as_secs_f64(),
-                    current.records_synced,
-                    current.records_skipped,
-                    current.records_failed,
-                    current
-                        .error
-                        .as_deref()
-                        .map(|e| format!("\n  {e}"))
-                        .unwrap_or_default()
-                ) + &current
-                    .dry_run_report
-                    .as_ref()
-                    .map(dry_run_table)
-                    .unwrap_or_default()
-            })?;
+            let secs = started.elapsed().as_secs_f64();
+            output::emit(format, &current, || summary(&current, secs))?;
             return Ok(match current.status {
                 RunStatus::Succeeded => ExitCode::SUCCESS,
                 RunStatus::Partial => ExitCode::from(3),
@@ -86,6 +68,28 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The finished run in one paragraph (and a dry run's table).
+fn summary(current: &passerelle_store::SyncRun, secs: f64) -> String {
+    format!(
+        "run {} {} in {:.1}s: synced {}, skipped {}, failed {}{}\n",
+        current.id,
+        current.status,
+        secs,
+        current.records_synced,
+        current.records_skipped,
+        current.records_failed,
+        current
+            .error
+            .as_deref()
+            .map(|e| format!("\n  {e}"))
+            .unwrap_or_default()
+    ) + &current
+        .dry_run_report
+        .as_ref()
+        .map(dry_run_table)
+        .unwrap_or_default()
 }
 
 /// What a dry run found, one row per entity and direction.

@@ -6,12 +6,17 @@
 
 use super::export::{content_hash, position, unchanged};
 use super::import::known_mappings;
-use super::job::StepContext;
+use super::job::{
+    JobContext, JobOutcome, StepContext, infrastructure_retry_started, lease_lost, yielded,
+};
 use passerelle_connectors::ConnectorError;
-use passerelle_core::dry_run::StepDiff;
+use passerelle_core::dry_run::{DryRunReport, StepDiff};
+use passerelle_core::job::{Continuation, Step, SyncJob};
 use passerelle_core::platform::PlatformRecord;
 use passerelle_core::{Entity, LogDirection};
+use passerelle_store::LeaseToken;
 use passerelle_store::StoreError;
+use tracing::{error, info, warn};
 
 /// Why a dry run step stopped short.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +117,57 @@ pub(super) async fn import_diff(
         match page.next_page {
             Some(next) => cursor.page = Some(next),
             None => return Ok(diff),
+        }
+    }
+}
+
+/// Diffs every step and ends the run with the report. A dry run writes nothing, so one that
+/// must stop (shutdown, a store error) starts over on its next delivery.
+pub(super) async fn run(step: &StepContext<'_>, job: &SyncJob, steps: &[Step]) -> JobOutcome {
+    let (ctx, lease) = (step.ctx, step.lease);
+    let mut report = DryRunReport::default();
+    for s in steps {
+        let diff = match s.direction {
+            LogDirection::Export => export_diff(step, s.entity).await,
+            LogDirection::Import => import_diff(step, s.entity).await,
+        };
+        match diff {
+            Ok(diff) => report.steps.push(diff),
+            Err(DryRunError::Stopping) => {
+                return yielded(ctx, job, lease, Continuation::default()).await;
+            }
+            Err(DryRunError::Store(StoreError::LeaseLost { .. })) => {
+                return lease_lost(job, ctx.settings.worker.lease_ttl());
+            }
+            Err(DryRunError::Store(e)) => {
+                return infrastructure_retry_started(ctx, job, lease, &e).await;
+            }
+            Err(e @ DryRunError::Connector(_)) => {
+                let message = format!("dry run of {} {}: {e}", s.entity, s.direction);
+                return end_dry_run(ctx, lease, Err(&message)).await;
+            }
+        }
+    }
+    end_dry_run(ctx, lease, Ok(&report)).await
+}
+
+async fn end_dry_run(
+    ctx: &JobContext,
+    lease: &LeaseToken,
+    outcome: Result<&DryRunReport, &str>,
+) -> JobOutcome {
+    match ctx.store.finish_dry_run(lease, outcome).await {
+        Ok(run) => {
+            info!(status = %run.status, "dry run finished");
+            JobOutcome::Done
+        }
+        Err(StoreError::LeaseLost { .. }) => {
+            warn!("the dry run was taken over before it could be recorded as finished");
+            JobOutcome::Done
+        }
+        Err(e) => {
+            error!(error = %e, "cannot record the end of the dry run; the message will be redelivered");
+            JobOutcome::Abandon
         }
     }
 }

@@ -1,11 +1,10 @@
 //! One job, from taking the lease to the outcome the caller turns into an ack.
 
-use super::dry_run::{self, DryRunError};
+use super::dry_run;
 use super::{export, import};
 use futures::FutureExt;
 use passerelle_connectors::{Connector, ConnectorContext, ConnectorError, Disposition};
 use passerelle_core::config::Settings;
-use passerelle_core::dry_run::DryRunReport;
 use passerelle_core::job::{Continuation, Step, SyncJob, TraceParent};
 use passerelle_core::vault::Vault;
 use passerelle_core::vault::{Credentials, SealedCredentials};
@@ -239,57 +238,6 @@ async fn start(
     }
 }
 
-/// Diffs every step and ends the run with the report. A dry run writes nothing, so one that
-/// must stop (shutdown, a store error) starts over on its next delivery.
-async fn run_dry(step: &StepContext<'_>, job: &SyncJob, steps: &[Step]) -> JobOutcome {
-    let (ctx, lease) = (step.ctx, step.lease);
-    let mut report = DryRunReport::default();
-    for s in steps {
-        let diff = match s.direction {
-            LogDirection::Export => dry_run::export_diff(step, s.entity).await,
-            LogDirection::Import => dry_run::import_diff(step, s.entity).await,
-        };
-        match diff {
-            Ok(diff) => report.steps.push(diff),
-            Err(DryRunError::Stopping) => {
-                return yielded(ctx, job, lease, Continuation::default()).await;
-            }
-            Err(DryRunError::Store(StoreError::LeaseLost { .. })) => {
-                return lease_lost(job, ctx.settings.worker.lease_ttl());
-            }
-            Err(DryRunError::Store(e)) => {
-                return infrastructure_retry_started(ctx, job, lease, &e).await;
-            }
-            Err(e @ DryRunError::Connector(_)) => {
-                let message = format!("dry run of {} {}: {e}", s.entity, s.direction);
-                return end_dry_run(ctx, lease, Err(&message)).await;
-            }
-        }
-    }
-    end_dry_run(ctx, lease, Ok(&report)).await
-}
-
-async fn end_dry_run(
-    ctx: &JobContext,
-    lease: &LeaseToken,
-    outcome: Result<&DryRunReport, &str>,
-) -> JobOutcome {
-    match ctx.store.finish_dry_run(lease, outcome).await {
-        Ok(run) => {
-            info!(status = %run.status, "dry run finished");
-            JobOutcome::Done
-        }
-        Err(StoreError::LeaseLost { .. }) => {
-            warn!("the dry run was taken over before it could be recorded as finished");
-            JobOutcome::Done
-        }
-        Err(e) => {
-            error!(error = %e, "cannot record the end of the dry run; the message will be redelivered");
-            JobOutcome::Abandon
-        }
-    }
-}
-
 /// Renews the lease every third of its time to live; cancels `lost` when it was taken over,
 /// and `cancel` when an admin asked to cancel the run.
 fn spawn_heartbeat(
@@ -377,7 +325,7 @@ async fn run_steps(
     };
     if dry_run {
         let steps = plan(job, integration, connector.as_ref());
-        return run_dry(&step_ctx, job, &steps).await;
+        return dry_run::run(&step_ctx, job, &steps).await;
     }
     let mut continuation = job.continuation.clone().unwrap_or_default();
     for step in plan(job, integration, connector.as_ref()) {
@@ -456,7 +404,7 @@ async fn connector_for(
 
 /// The time budget is used up (or the worker is stopping): the run goes back to `queued`
 /// and its continuation, listing the steps done, to the queue.
-async fn yielded(
+pub(super) async fn yielded(
     ctx: &JobContext,
     job: &SyncJob,
     lease: &LeaseToken,
@@ -642,7 +590,7 @@ async fn finish(
 /// Our lease was taken (it expired: a long pause, a partition). If another worker took this
 /// same run over, it finishes it and our retry will find it finished or busy; if another run
 /// took the integration, this run must not be stranded: it comes back after a lease period.
-fn lease_lost(job: &SyncJob, ttl: Duration) -> JobOutcome {
+pub(super) fn lease_lost(job: &SyncJob, ttl: Duration) -> JobOutcome {
     warn!("lease lost mid-run; this run will be looked at again after a lease period");
     JobOutcome::Retry {
         job: job.clone(),
@@ -716,7 +664,7 @@ async fn infrastructure_retry(ctx: &JobContext, job: &SyncJob, e: &StoreError) -
     JobOutcome::Retry { job: next, delay }
 }
 
-async fn infrastructure_retry_started(
+pub(super) async fn infrastructure_retry_started(
     ctx: &JobContext,
     job: &SyncJob,
     lease: &LeaseToken,
