@@ -496,6 +496,23 @@ async fn invalid_bodies_get_422_naming_every_field() {
     // Nothing was created by any of it.
     let listed = api.get("/api/v1/integrations", &api.a.admin).await;
     assert_eq!(listed.body["data"], json!([]));
+    // Neither a wrong method nor a wrong path falls outside problem+json.
+    for (method, path, status) in [
+        (
+            Method::DELETE,
+            "/api/v1/stats",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (Method::GET, "/api/v1/nowhere", StatusCode::NOT_FOUND),
+    ] {
+        let got = api.call(method, path, &api.a.admin, None).await;
+        assert_eq!(got.status, status, "{path}");
+        assert_eq!(
+            got.headers["content-type"], "application/problem+json",
+            "{path}"
+        );
+        assert!(got.headers.contains_key("x-request-id"));
+    }
 }
 
 #[tokio::test]

@@ -220,17 +220,19 @@ impl OAuthTokens {
         build: impl Fn(HeaderValue) -> HttpCall,
     ) -> Result<crate::http::HttpReply, ConnectorError> {
         let mut force = false;
-        for attempt in 0..2 {
+        loop {
             let token = self.access_token(token_runtime, force).await?;
             let call = build(bearer(&token, vendor)?);
             match runtime.send(&call).await {
-                Err(ConnectorError::Auth { .. }) if attempt == 0 => force = true,
+                Err(ConnectorError::Auth { .. }) if !force => force = true,
+                Err(ConnectorError::Auth { .. }) => {
+                    return Err(ConnectorError::Auth {
+                        message: refused.to_owned(),
+                    });
+                }
                 other => return other.map_err(|e| runtime.redactor().error(e)),
             }
         }
-        Err(ConnectorError::Auth {
-            message: refused.to_owned(),
-        })
     }
 
     /// A valid access token; refreshes (storing a rotated token first) when it is about to
@@ -691,7 +693,10 @@ mod tests {
         let http = runtime("oauth-tests-refresh-refused");
         let tokens = intuit(base.join("/token").unwrap());
         let err = call_api(&tokens, &http, &base).await.unwrap_err();
-        assert!(matches!(err, ConnectorError::Auth { .. }), "{err:?}");
+        assert!(
+            matches!(&err, ConnectorError::Auth { message } if message == "REFUSED_AFTER_REFRESH"),
+            "the caller's refusal message: {err:?}"
+        );
         assert!(!err.to_string().contains(SECRET), "{err}");
         assert_eq!(
             to(&seen, "/token").len(),

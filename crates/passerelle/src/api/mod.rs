@@ -167,6 +167,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "no such route; see /api/v1/openapi.json",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method; see /api/v1/openapi.json",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
