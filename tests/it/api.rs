@@ -459,6 +459,10 @@ async fn invalid_bodies_get_422_naming_every_field() {
             json!({"name": "x", "type": "custom_api", "settings": {"api_url": url}, "webhook_url": "ftp://hooks.example.com/"}),
             "webhook_url",
         ),
+        (
+            json!({"name": "x", "type": "sage", "settings": {"api_key": "sk_live_123"}}),
+            "settings",
+        ),
     ] {
         let got = post(body.clone()).await;
         assert_eq!(
@@ -799,7 +803,7 @@ async fn failed_authentications_are_refused_then_rate_limited() {
         let got = api.get("/api/v1/stats", "pst_guessed").await;
         assert_eq!(got.status, StatusCode::UNAUTHORIZED);
     }
-    let limited = api.get("/api/v1/stats", &api.a.admin).await;
+    let limited = api.get("/api/v1/stats", "pst_guessed_again").await;
     assert_eq!(
         limited.status,
         StatusCode::TOO_MANY_REQUESTS,
@@ -807,6 +811,9 @@ async fn failed_authentications_are_refused_then_rate_limited() {
         limited.text
     );
     assert!(limited.headers.contains_key("retry-after"));
+    // A valid token still passes from the same address: only failures are refused.
+    let valid = api.get("/api/v1/stats", &api.a.admin).await;
+    assert_eq!(valid.status, StatusCode::OK, "{}", valid.text);
     // Health checks need no token and are never limited.
     let health = api
         .http
@@ -1225,6 +1232,25 @@ async fn a_completion_webhook_is_signed_retried_after_a_500_and_delivered_once()
     assert_eq!(delivery["status"], "delivered", "{}", deliveries.text);
     assert_eq!(delivery["attempts"], 2);
     assert_eq!(delivery["last_status"], 204);
+    // A late answer to an attempt whose claim lapsed changes nothing the later one recorded.
+    let delivery_id: uuid::Uuid = delivery["id"].as_str().unwrap().parse().unwrap();
+    api.env
+        .db
+        .store
+        .webhook_attempt_failed(delivery_id, 1, Some(500), "late", Some(chrono::Utc::now()))
+        .await
+        .unwrap();
+    let again = api
+        .get(
+            &format!("/api/v1/integrations/{id}/webhook-deliveries"),
+            &api.a.viewer,
+        )
+        .await;
+    assert_eq!(
+        again.body["data"][0]["status"], "delivered",
+        "{}",
+        again.text
+    );
     // A rotation hands out a new secret once.
     let rotated = api
         .call(

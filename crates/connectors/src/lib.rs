@@ -504,9 +504,9 @@ fn validate_any(
         IntegrationType::Dynamics365 => {
             dynamics::DynamicsSettings::parse(settings, context).map(|_| ())
         }
-        // Connectors of later releases validate their own settings; until then only the shape
-        // (a JSON object) is checked by the store.
-        _ => Ok(()),
+        // Connectors of later releases validate their own settings; until then the shape (a
+        // JSON object) is checked by the store, and no secret may sit in them.
+        _ => settings.map_or(Ok(()), settings::refuse_secret_settings),
     }
 }
 

@@ -361,8 +361,7 @@ pub async fn update(
         credentials: parsed.credentials,
         sync_direction: parsed.direction,
         sync_frequency: parsed.frequency,
-        status: (reconfigured && current.status == IntegrationStatus::Active)
-            .then_some(IntegrationStatus::Testing),
+        retest: reconfigured,
         ..Default::default()
     };
     if let Some(entities) = parsed.entities {

@@ -34,6 +34,8 @@ const LONGEST_RETRY: Duration = Duration::from_secs(3600);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deliveries claimed at once.
 const BATCH: i64 = 20;
+/// Bytes of a refusing receiver's answer kept for the delivery's error.
+const ANSWER_SHOWN: usize = 2048;
 /// How often a deliverer looks for due deliveries.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -109,13 +111,14 @@ impl Deliverer {
         })
     }
 
-    /// Claims the due deliveries and attempts each once; returns how many were attempted.
+    /// Claims the due deliveries and attempts each once, all at the same time (each attempt
+    /// ends within the claim's hold, so no other worker takes one over while it is in
+    /// flight); returns how many were attempted.
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
         let claimed = self.store.claim_webhooks(BATCH, ATTEMPT_TIMEOUT).await?;
         let attempted = claimed.len();
-        for webhook in claimed {
-            self.deliver(webhook).await?;
-        }
+        let settled = futures::future::join_all(claimed.into_iter().map(|w| self.deliver(w))).await;
+        settled.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(attempted)
     }
 
@@ -140,7 +143,7 @@ impl Deliverer {
         match outcome {
             Attempt::Delivered(status) => {
                 info!(webhook_id = %d.id, run_id = ?d.run_id.map(|r| r.to_string()), integration_id = d.integration_id.0, status, attempt = d.attempts, "webhook delivered");
-                self.store.webhook_delivered(d.id, status).await
+                self.store.webhook_delivered(d.id, d.attempts, status).await
             }
             Attempt::Failed { status, error } => {
                 let retry_at = (d.attempts < MAX_ATTEMPTS)
@@ -149,7 +152,7 @@ impl Deliverer {
                 warn!(webhook_id = %d.id, integration_id = d.integration_id.0, status, attempt = d.attempts, error = %error,
                     retry_at = ?retry_at.map(|t| t.to_rfc3339()), "webhook delivery failed");
                 self.store
-                    .webhook_attempt_failed(d.id, status, &error, retry_at)
+                    .webhook_attempt_failed(d.id, d.attempts, status, &error, retry_at)
                     .await
             }
         }
@@ -201,15 +204,23 @@ impl Deliverer {
             .await;
         match sent {
             Ok(r) if r.status().is_success() => Attempt::Delivered(r.status().as_u16()),
-            Ok(r) => {
+            Ok(mut r) => {
                 let status = r.status().as_u16();
-                let text = r.text().await.unwrap_or_default();
+                // The start of the answer is enough to say why; a receiver's body is never
+                // read whole.
+                let mut text = Vec::new();
+                while text.len() < ANSWER_SHOWN
+                    && let Ok(Some(chunk)) = r.chunk().await
+                {
+                    text.extend_from_slice(&chunk);
+                }
+                text.truncate(ANSWER_SHOWN);
                 Attempt::Failed {
                     status: Some(status),
                     error: format!(
                         "{} answered {status}: {}",
                         shown(&url),
-                        passerelle_connectors::http::snippet(text.as_bytes())
+                        passerelle_connectors::http::snippet(&text)
                     ),
                 }
             }

@@ -172,6 +172,9 @@ pub struct IntegrationPatch {
     pub sync_invoices: Option<bool>,
     pub sync_inventory: Option<bool>,
     pub sync_frequency: Option<SyncFrequency>,
+    /// The settings or credentials changed: an `active` integration goes back to `testing`
+    /// (decided on the locked row, so a concurrent activation cannot slip past it).
+    pub retest: bool,
 }
 
 /// What `record_sync` did.
@@ -339,7 +342,11 @@ impl Store {
                 .await?;
         }
         let frequency = patch.sync_frequency.unwrap_or(current.sync_frequency);
-        let status = patch.status.unwrap_or(current.status);
+        let status = if patch.retest && current.status == IntegrationStatus::Active {
+            IntegrationStatus::Testing
+        } else {
+            patch.status.unwrap_or(current.status)
+        };
         let next_sync_at = if patch
             .sync_frequency
             .is_some_and(|f| f != current.sync_frequency)

@@ -121,24 +121,33 @@ impl Store {
         .await?)
     }
 
-    /// Records a delivery the receiver accepted.
-    pub async fn webhook_delivered(&self, id: Uuid, status: u16) -> Result<(), StoreError> {
+    /// Records a delivery the receiver accepted, by the attempt that claimed it (a late
+    /// answer to an attempt whose claim lapsed changes nothing another attempt recorded).
+    pub async fn webhook_delivered(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        status: u16,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(),
-                    last_status = $2, last_error = NULL WHERE id = $1",
+                    last_status = $2, last_error = NULL
+              WHERE id = $1 AND attempts = $3 AND status = 'pending'",
         )
         .bind(id)
         .bind(i32::from(status))
+        .bind(attempt)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Records a failed attempt: tried again at `retry_at`, or given up (`failed`) when
-    /// `None`.
+    /// Records a failed attempt (by the attempt that claimed it): tried again at `retry_at`,
+    /// or given up (`failed`) when `None`.
     pub async fn webhook_attempt_failed(
         &self,
         id: Uuid,
+        attempt: i32,
         status: Option<u16>,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
@@ -147,12 +156,13 @@ impl Store {
             "UPDATE webhook_deliveries
                 SET status = CASE WHEN $4::timestamptz IS NULL THEN 'failed' ELSE 'pending' END::webhook_status,
                     next_attempt_at = COALESCE($4, next_attempt_at), last_status = $2, last_error = $3
-              WHERE id = $1",
+              WHERE id = $1 AND attempts = $5 AND status = 'pending'",
         )
         .bind(id)
         .bind(status.map(i32::from))
         .bind(error)
         .bind(retry_at)
+        .bind(attempt)
         .execute(&self.pool)
         .await?;
         Ok(())

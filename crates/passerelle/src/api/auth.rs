@@ -68,6 +68,21 @@ pub struct AuthFailures {
 }
 
 const WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses counted at most.
+const MAX_TRACKED: usize = 10_000;
+
+/// Whom failures are counted against: an IPv4 address, or an IPv6 /64 (one host's usual
+/// allocation, which it could otherwise rotate through).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::from(segments)
+        }
+    }
+}
 
 impl AuthFailures {
     /// Seconds until `ip` may try again, when it has used up its failures.
@@ -80,9 +95,16 @@ impl AuthFailures {
 
     fn record(&self, ip: IpAddr) {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded: addresses whose window ended are forgotten as new ones fail.
-        if windows.len() > 10_000 {
+        // Bounded: addresses whose window ended are forgotten as new ones fail, and past the
+        // cap an arbitrary one goes (an attacker spreading over addresses gains nothing: a
+        // token cannot be guessed, the limit only keeps the load down).
+        if windows.len() >= MAX_TRACKED && !windows.contains_key(&ip) {
             windows.retain(|_, (start, _)| start.elapsed() < WINDOW);
+            if windows.len() >= MAX_TRACKED
+                && let Some(victim) = windows.keys().next().copied()
+            {
+                windows.remove(&victim);
+            }
         }
         let entry = windows.entry(ip).or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= WINDOW {
@@ -100,20 +122,13 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Problem> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let limit = state.settings.api.auth_failures_per_minute;
-        if let Some(wait) = state.auth_failures.blocked_for(ip, limit) {
-            let mut problem = Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many failed authentications from this address; wait before trying again",
-            );
-            problem.retry_after = Some(wait);
-            return Err(problem);
-        }
+        let ip = client_key(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        );
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -123,26 +138,34 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        let Some(secret) = presented else {
-            state.auth_failures.record(ip);
-            return Err(unauthorized(
-                "send a token as `Authorization: Bearer pst_…` (make one with `passerelle tokens create`)",
-            ));
+        // A valid token always passes; only failures are counted and, past the limit,
+        // refused, so a shared address (a NAT, a proxy) that others abuse locks nobody out.
+        let token = match presented {
+            Some(secret) => state.store.authenticate_api_token(&digest(secret)).await?,
+            None => None,
         };
-        let token = state.store.authenticate_api_token(&digest(secret)).await?;
-        match token {
-            Some(t) => Ok(Caller {
+        if let Some(t) = token {
+            return Ok(Caller {
                 tenant: t.tenant_id,
                 role: t.role,
                 token: t.id,
-            }),
-            None => {
-                state.auth_failures.record(ip);
-                Err(unauthorized(
-                    "the token is unknown, revoked or expired; ask an admin for a new one",
-                ))
-            }
+            });
         }
+        let limit = state.settings.api.auth_failures_per_minute;
+        if let Some(wait) = state.auth_failures.blocked_for(ip, limit) {
+            let mut problem = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications from this address; wait before trying again",
+            );
+            problem.retry_after = Some(wait);
+            return Err(problem);
+        }
+        state.auth_failures.record(ip);
+        Err(unauthorized(if presented.is_some() {
+            "the token is unknown, revoked or expired; ask an admin for a new one"
+        } else {
+            "send a token as `Authorization: Bearer pst_…` (make one with `passerelle tokens create`)"
+        }))
     }
 }
 
@@ -188,5 +211,16 @@ mod tests {
         let wait = failures.blocked_for(ip, 3).unwrap();
         assert!((1..=60).contains(&wait), "{wait}");
         assert_eq!(failures.blocked_for(IpAddr::from([10, 0, 0, 2]), 3), None);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let v4 = IpAddr::from([192, 0, 2, 7]);
+        assert_eq!(client_key(v4), v4);
     }
 }

@@ -126,6 +126,9 @@ pub async fn list(
 
 /// Bytes gathered before a chunk is handed to the connection.
 const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+/// How long a client may stop reading before its export is abandoned (and its database
+/// connection returned).
+const EXPORT_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Chunks waiting for a slow client at most: with the server-side cursor, this bounds the
 /// export's memory whatever the number of rows.
 const EXPORT_CHUNKS_IN_FLIGHT: usize = 4;
@@ -155,9 +158,16 @@ pub async fn export(
         ));
     }
     let filter = q.filter()?;
+    let permit = state.exports.clone().try_acquire_owned().map_err(|_| {
+        Problem::unavailable(
+            "as many log exports are running as the database pool allows; try again shortly",
+            5,
+        )
+    })?;
     let (tx, rx) =
         tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
     tokio::spawn(async move {
+        let _permit = permit;
         let mut buffer = format.header().to_owned();
         let mut rows = state.store.logs_stream(id, &filter);
         let mut count = 0_u64;
@@ -172,13 +182,20 @@ pub async fn export(
             };
             count += 1;
             format.write(&mut buffer, row);
-            if buffer.len() >= EXPORT_CHUNK_BYTES
-                && tx
-                    .send(Ok(Bytes::from(std::mem::take(&mut buffer))))
-                    .await
-                    .is_err()
-            {
-                return; // the client went away
+            if buffer.len() >= EXPORT_CHUNK_BYTES {
+                let chunk = Bytes::from(std::mem::take(&mut buffer));
+                match tokio::time::timeout(EXPORT_STALL, tx.send(Ok(chunk))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return, // the client went away
+                    Err(_) => {
+                        tracing::warn!(
+                            integration_id = id.0,
+                            rows = count,
+                            "the client stopped reading a log export; it is abandoned"
+                        );
+                        return;
+                    }
+                }
             }
         }
         if !buffer.is_empty() {

@@ -50,10 +50,15 @@ pub struct ApiState {
     pub connectors: ConnectorContext,
     pub settings: Settings,
     pub auth_failures: auth::AuthFailures,
+    /// Log exports hold a database connection each while they stream: at most half the pool.
+    pub exports: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
     pub fn new(store: Store, vault: Vault, broker: Broker, settings: Settings) -> Self {
+        let exports = usize::try_from(settings.database.max_connections / 2)
+            .unwrap_or(1)
+            .max(1);
         Self {
             publisher: broker.publisher(),
             connectors: app::connector_context(&settings),
@@ -62,6 +67,7 @@ impl ApiState {
             broker,
             settings,
             auth_failures: auth::AuthFailures::default(),
+            exports: Arc::new(tokio::sync::Semaphore::new(exports)),
         }
     }
 }

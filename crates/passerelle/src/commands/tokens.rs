@@ -21,7 +21,7 @@ pub fn parse_lifetime(raw: &str) -> anyhow::Result<Option<Duration>> {
             "--expires `{raw}` is not a lifetime; give a number and a unit (`90d`, `12h`, `30m`) or `never`"
         )
     };
-    let split = raw.len().checked_sub(1).ok_or_else(invalid)?;
+    let (split, _) = raw.char_indices().last().ok_or_else(invalid)?;
     let (number, unit) = raw.split_at(split);
     let n: i64 = number.parse().map_err(|_| invalid())?;
     if n <= 0 {
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(parse_lifetime("90d").unwrap(), Some(Duration::days(90)));
         assert_eq!(parse_lifetime("12h").unwrap(), Some(Duration::hours(12)));
         assert_eq!(parse_lifetime("never").unwrap(), None);
-        for bad in ["", "d", "0d", "-1d", "10y", "1.5d"] {
+        for bad in ["", "d", "0d", "-1d", "10y", "1.5d", "9é"] {
             assert!(parse_lifetime(bad).is_err(), "{bad}");
         }
     }

@@ -25,8 +25,10 @@ pub(super) enum DryRunError {
     Store(#[from] StoreError),
     #[error("the ERP could not be read: {0}")]
     Connector(ConnectorError),
-    #[error("the worker is stopping; the dry run is handed back to run again")]
-    Stopping,
+    /// The worker is stopping, or an admin cancelled the run: it goes back to the queue,
+    /// where its next start runs it again or, when cancelled, ends it `cancelled`.
+    #[error("the dry run is handed back (the worker is stopping or an admin cancelled it)")]
+    HandedBack,
 }
 
 /// What a real export of `entity` would send now.
@@ -39,8 +41,8 @@ pub(super) async fn export_diff(
     let mut diff = StepDiff::new(entity, LogDirection::Export);
     let mut cursor = store.export_cursor(integration.id, entity).await?;
     loop {
-        if step.ctx.stop.is_cancelled() {
-            return Err(DryRunError::Stopping);
+        if step.ctx.stop.is_cancelled() || step.cancel.is_cancelled() {
+            return Err(DryRunError::HandedBack);
         }
         let rows = store
             .export_page(integration.tenant_id, entity, &cursor, step.chunk_size())
@@ -85,8 +87,8 @@ pub(super) async fn import_diff(
     let mut diff = StepDiff::new(entity, LogDirection::Import);
     let mut cursor = store.import_cursor(integration.id, entity).await?;
     loop {
-        if step.ctx.stop.is_cancelled() {
-            return Err(DryRunError::Stopping);
+        if step.ctx.stop.is_cancelled() || step.cancel.is_cancelled() {
+            return Err(DryRunError::HandedBack);
         }
         let page = step
             .connector
@@ -133,7 +135,7 @@ pub(super) async fn run(step: &StepContext<'_>, job: &SyncJob, steps: &[Step]) -
         };
         match diff {
             Ok(diff) => report.steps.push(diff),
-            Err(DryRunError::Stopping) => {
+            Err(DryRunError::HandedBack) => {
                 return yielded(ctx, job, lease, Continuation::default()).await;
             }
             Err(DryRunError::Store(StoreError::LeaseLost { .. })) => {
