@@ -165,6 +165,16 @@ impl Connector for Scripted {
         _entity: Entity,
         _cursor: &ImportCursor,
     ) -> Result<ImportPage, ConnectorError> {
+        if self.script == Script::Slow {
+            // An ERP with endless pages, 300 ms each.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            self.sent.lock().unwrap().push("page".into());
+            return Ok(ImportPage {
+                records: Vec::new(),
+                rejected: Vec::new(),
+                next_page: Some("next".into()),
+            });
+        }
         Ok(self.import.lock().unwrap().take().unwrap_or(ImportPage {
             records: Vec::new(),
             rejected: Vec::new(),
@@ -929,4 +939,61 @@ async fn an_admins_cancel_stops_a_running_job_between_chunks_and_ends_its_run_ca
     assert_eq!(run.records_synced, sent as i32);
     let integration = h.db.store.integration(h.integration.id).await.unwrap();
     assert_eq!((integration.total_syncs, integration.failed_syncs), (0, 0));
+}
+
+#[tokio::test]
+async fn an_admins_cancel_stops_a_dry_run_between_pages() {
+    let h = Harness::new("w_drycancel", 2, SyncDirection::Import).await;
+    let (connector, factory) = scripted(Script::Slow);
+    let mut ctx = h.context(factory, None).await;
+    ctx.settings.worker.lease_ttl_secs = 3;
+    let ctx = Arc::new(ctx);
+    let run =
+        h.db.store
+            .create_manual_run(
+                &h.integration,
+                &[Entity::Product],
+                "0af7651916cd43dd8448eb211c80319c",
+                true,
+            )
+            .await
+            .unwrap();
+    let job = SyncJob {
+        run_id: run.id,
+        integration_id: h.integration.id,
+        tenant_id: h.tenant,
+        trigger: RunTrigger::Manual,
+        entities: vec![Entity::Product],
+        attempt: 0,
+        continuation: None,
+        not_before: None,
+    };
+    let running = {
+        let (ctx, job) = (ctx.clone(), job.clone());
+        tokio::spawn(async move { run_job(&ctx, &job, &TraceParent::new_root()).await })
+    };
+    while connector.sent().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let requested = h.db.store.cancel_run(h.tenant, job.run_id).await.unwrap();
+    assert!(
+        matches!(
+            requested,
+            Some(passerelle_store::CancelOutcome::Requested(_))
+        ),
+        "{requested:?}"
+    );
+    // Endless pages: only the cancel ends it, handed back between two pages.
+    let outcome = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the dry run ignored the cancel")
+        .unwrap();
+    let JobOutcome::Continue { job: next } = outcome else {
+        panic!("expected the dry run to be handed back, got {outcome:?}");
+    };
+    let outcome = run_job(&ctx, &next, &TraceParent::new_root()).await;
+    assert!(matches!(outcome, JobOutcome::Done), "{outcome:?}");
+    let run = h.db.store.run(job.run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert!(run.dry_run_report.is_none());
 }
