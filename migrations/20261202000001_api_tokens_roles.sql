@@ -10,9 +10,6 @@ CREATE UNIQUE INDEX api_tokens_tenant_name_key ON api_tokens (tenant_id, name) W
 ALTER TABLE sync_runs ADD COLUMN cancel_requested_at timestamptz;
 
 
--- The runs listing pages an integration's runs by id (UUIDv7, so creation order), newest first.
-CREATE INDEX sync_runs_integration_id_idx ON sync_runs (integration_id, id DESC);
-
 -- A dry run reads, maps and diffs as a real run would, writes nothing but its report.
 ALTER TABLE sync_runs ADD COLUMN dry_run boolean NOT NULL DEFAULT false;
 ALTER TABLE sync_runs ADD COLUMN dry_run_report jsonb;

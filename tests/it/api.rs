@@ -629,6 +629,22 @@ async fn a_manual_sync_is_accepted_with_its_location_and_the_callers_trace() {
         .await;
     assert_eq!(runs.body["data"].as_array().unwrap().len(), 2);
     assert_eq!(runs.body["data"][0]["dry_run"], true, "newest first");
+    let first = api
+        .get(
+            &format!("/api/v1/integrations/{id}/runs?limit=1"),
+            &api.a.viewer,
+        )
+        .await;
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let second = api
+        .get(
+            &format!("/api/v1/integrations/{id}/runs?limit=1&cursor={cursor}"),
+            &api.a.viewer,
+        )
+        .await;
+    assert_eq!(first.body["data"][0]["id"], runs.body["data"][0]["id"]);
+    assert_eq!(second.body["data"][0]["id"], runs.body["data"][1]["id"]);
+    assert!(second.body["next_cursor"].is_null(), "{}", second.text);
 }
 
 #[tokio::test]

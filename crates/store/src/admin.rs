@@ -192,20 +192,23 @@ impl Store {
         )
     }
 
-    /// A page of an integration's runs, newest first (run ids are time-ordered), before
-    /// `before`.
+    /// A page of an integration's runs, newest first, before `before` (the last row's
+    /// `queued_at` and id): the existing `(integration_id, queued_at DESC)` index serves it,
+    /// and `queued_at` never changes once a run is created.
     pub async fn runs_page(
         &self,
         integration: IntegrationId,
-        before: Option<RunId>,
+        before: Option<(DateTime<Utc>, RunId)>,
         limit: i64,
     ) -> Result<Vec<SyncRun>, StoreError> {
         Ok(sqlx::query_as::<_, SyncRun>(
-            "SELECT * FROM sync_runs WHERE integration_id = $1 AND ($2::uuid IS NULL OR id < $2)
-              ORDER BY id DESC LIMIT $3",
+            "SELECT * FROM sync_runs WHERE integration_id = $1
+                AND ($2::timestamptz IS NULL OR (queued_at, id) < ($2, $3))
+              ORDER BY queued_at DESC, id DESC LIMIT $4",
         )
         .bind(integration)
-        .bind(before)
+        .bind(before.map(|b| b.0))
+        .bind(before.map(|b| b.1))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)

@@ -126,9 +126,14 @@ pub async fn list(
     let id = parse_id::<IntegrationId>(&id, "integration")?;
     state.store.tenant_integration(caller.tenant, id).await?;
     let limit = pagination::limit(q.limit, state.settings.api.max_page_size)?;
-    let before = pagination::decode::<RunId>(q.cursor.as_deref())?;
+    let before = pagination::decode::<(chrono::DateTime<chrono::Utc>, RunId)>(q.cursor.as_deref())?;
     let rows = state.store.runs_page(id, before, limit + 1).await?;
-    Ok(Json(pagination::page(rows, limit, |r| r.id, RunView::from)))
+    Ok(Json(pagination::page(
+        rows,
+        limit,
+        |r| (r.queued_at, r.id),
+        RunView::from,
+    )))
 }
 
 #[utoipa::path(post, path = "/runs/{id}/cancel", tag = "runs",
