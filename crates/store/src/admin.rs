@@ -130,6 +130,34 @@ fn bind_log_query<'q, O>(
         .bind(filter.external_id.as_deref())
 }
 
+/// A page of an integration's rows of `table`, newest first by (`at`, id), older than
+/// `before`. `table` and `at` are fixed names from this crate, never input.
+pub(crate) async fn newest_first<T, K>(
+    store: &Store,
+    table: &'static str,
+    at: &'static str,
+    integration: IntegrationId,
+    before: Option<(DateTime<Utc>, K)>,
+    limit: i64,
+) -> Result<Vec<T>, StoreError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    K: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+{
+    let (at_key, id_key) = before.unzip();
+    Ok(sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM {table} WHERE integration_id = $1
+            AND ($2::timestamptz IS NULL OR ({at}, id) < ($2, $3))
+          ORDER BY {at} DESC, id DESC LIMIT $4"
+    )))
+    .bind(integration)
+    .bind(at_key)
+    .bind(id_key)
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await?)
+}
+
 impl Store {
     /// The tenant's integration, not deleted: another tenant's, a deleted one and a missing
     /// one are the same "not found".
@@ -201,17 +229,7 @@ impl Store {
         before: Option<(DateTime<Utc>, RunId)>,
         limit: i64,
     ) -> Result<Vec<SyncRun>, StoreError> {
-        Ok(sqlx::query_as::<_, SyncRun>(
-            "SELECT * FROM sync_runs WHERE integration_id = $1
-                AND ($2::timestamptz IS NULL OR (queued_at, id) < ($2, $3))
-              ORDER BY queued_at DESC, id DESC LIMIT $4",
-        )
-        .bind(integration)
-        .bind(before.map(|b| b.0))
-        .bind(before.map(|b| b.1))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        newest_first(self, "sync_runs", "queued_at", integration, before, limit).await
     }
 
     /// Cancels the tenant's run: at once when it is queued, at the worker's next chunk

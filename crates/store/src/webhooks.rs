@@ -175,16 +175,14 @@ impl Store {
         before: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
-        Ok(sqlx::query_as::<_, WebhookDelivery>(
-            "SELECT * FROM webhook_deliveries WHERE integration_id = $1
-                AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
-              ORDER BY created_at DESC, id DESC LIMIT $4",
+        crate::admin::newest_first(
+            self,
+            "webhook_deliveries",
+            "created_at",
+            integration,
+            before,
+            limit,
         )
-        .bind(integration)
-        .bind(before.map(|b| b.0))
-        .bind(before.map(|b| b.1))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 }

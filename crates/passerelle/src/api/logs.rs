@@ -166,43 +166,7 @@ pub async fn export(
     })?;
     let (tx, rx) =
         tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let mut buffer = format.header().to_owned();
-        let mut rows = state.store.logs_stream(id, &filter);
-        let mut count = 0_u64;
-        while let Some(row) = rows.next().await {
-            let row = match row {
-                Ok(row) => row,
-                Err(e) => {
-                    tracing::error!(integration_id = id.0, error = %e, rows = count, "log export failed; the response is cut short");
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
-            };
-            count += 1;
-            format.write(&mut buffer, row);
-            if buffer.len() >= EXPORT_CHUNK_BYTES {
-                let chunk = Bytes::from(std::mem::take(&mut buffer));
-                match tokio::time::timeout(EXPORT_STALL, tx.send(Ok(chunk))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return, // the client went away
-                    Err(_) => {
-                        tracing::warn!(
-                            integration_id = id.0,
-                            rows = count,
-                            "the client stopped reading a log export; it is abandoned"
-                        );
-                        return;
-                    }
-                }
-            }
-        }
-        if !buffer.is_empty() {
-            let _ = tx.send(Ok(Bytes::from(buffer))).await;
-        }
-        tracing::debug!(integration_id = id.0, rows = count, "log export finished");
-    });
+    tokio::spawn(write_export(state, id, filter, format, tx, permit));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
@@ -219,6 +183,52 @@ pub async fn export(
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(response)
+}
+
+/// Writes every matching row into `tx`, a chunk at a time, holding `_permit` (one of the
+/// pool's export slots) until it is done, cut short, or the client stops reading.
+async fn write_export(
+    state: Arc<ApiState>,
+    id: IntegrationId,
+    filter: LogQuery,
+    format: ExportFormat,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let mut buffer = format.header().to_owned();
+    let mut rows = state.store.logs_stream(id, &filter);
+    let mut count = 0_u64;
+    while let Some(row) = rows.next().await {
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                tracing::error!(integration_id = id.0, error = %e, rows = count, "log export failed; the response is cut short");
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                return;
+            }
+        };
+        count += 1;
+        format.write(&mut buffer, row);
+        if buffer.len() >= EXPORT_CHUNK_BYTES {
+            let chunk = Bytes::from(std::mem::take(&mut buffer));
+            match tokio::time::timeout(EXPORT_STALL, tx.send(Ok(chunk))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return, // the client went away
+                Err(_) => {
+                    tracing::warn!(
+                        integration_id = id.0,
+                        rows = count,
+                        "the client stopped reading a log export; it is abandoned"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+    if !buffer.is_empty() {
+        let _ = tx.send(Ok(Bytes::from(buffer))).await;
+    }
+    tracing::debug!(integration_id = id.0, rows = count, "log export finished");
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
