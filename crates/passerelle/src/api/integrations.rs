@@ -5,7 +5,7 @@ use super::auth::{Admin, Caller};
 use super::pagination::{self, Page};
 use super::problem::{Body, Problem};
 use super::views::IntegrationView;
-use super::{ApiState, Params, parse_id};
+use super::{ApiState, Params, label, parse_id};
 use crate::service::{self, FieldsInput};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -92,18 +92,6 @@ pub struct TestResult {
     pub message: String,
     pub response_time_ms: Option<u64>,
     pub integration: IntegrationView,
-}
-
-fn label<T: std::str::FromStr<Err = passerelle_core::domain::UnknownLabel>>(
-    field: &str,
-    raw: Option<&str>,
-    errors: &mut Vec<service::FieldError>,
-) -> Option<T> {
-    raw.and_then(|r| {
-        r.parse()
-            .map_err(|e| errors.push(service::FieldError::new(field, e)))
-            .ok()
-    })
 }
 
 #[utoipa::path(get, path = "/integrations", tag = "integrations", params(ListQuery),

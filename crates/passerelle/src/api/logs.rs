@@ -3,7 +3,7 @@
 use super::auth::Caller;
 use super::pagination::{self, Page};
 use super::problem::Problem;
-use super::{ApiState, Params, parse_id};
+use super::{ApiState, Params, label, parse_id};
 use crate::export::{ExportFormat, LogView};
 use crate::service::FieldError;
 use axum::Json;
@@ -46,18 +46,6 @@ pub struct LogsQuery {
     pub limit: Option<u32>,
     /// For the export: `csv` or `ndjson`.
     pub format: Option<String>,
-}
-
-fn label<T: std::str::FromStr<Err = passerelle_core::domain::UnknownLabel>>(
-    field: &str,
-    raw: Option<&str>,
-    errors: &mut Vec<FieldError>,
-) -> Option<T> {
-    raw.and_then(|r| {
-        r.parse()
-            .map_err(|e| errors.push(FieldError::new(field, e)))
-            .ok()
-    })
 }
 
 impl LogsQuery {

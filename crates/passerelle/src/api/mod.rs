@@ -89,6 +89,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     }
 }
 
+/// A label from the query (`status=active`), parsed; a wrong one is pushed to `errors`
+/// under `field`, so a listing refuses every bad filter at once.
+pub fn label<T: std::str::FromStr<Err = passerelle_core::domain::UnknownLabel>>(
+    field: &str,
+    raw: Option<&str>,
+    errors: &mut Vec<crate::service::FieldError>,
+) -> Option<T> {
+    raw.and_then(|r| {
+        r.parse()
+            .map_err(|e| errors.push(crate::service::FieldError::new(field, e)))
+            .ok()
+    })
+}
+
 /// An id from the path; one that cannot be an id names nothing, so it is a `404` too.
 pub fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, Problem> {
     raw.parse()
