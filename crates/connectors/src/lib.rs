@@ -112,6 +112,7 @@ pub mod error;
 pub mod http;
 pub(crate) mod mapping;
 pub mod oauth;
+pub mod odoo;
 pub mod quickbooks;
 pub mod rate;
 pub mod redact;
@@ -457,8 +458,13 @@ fn build_any(
             credentials,
             context,
         )?)),
+        IntegrationType::Odoo => Ok(Arc::new(odoo::OdooConnector::new(
+            settings,
+            credentials,
+            context,
+        )?)),
         other => Err(ConnectorError::fatal(format!(
-            "the {} connector is not available in this release (custom_api, xero, quickbooks, sap_b1 and dynamics_365 are); the integration can be stored but not synced yet",
+            "the {} connector is not available in this release (custom_api, xero, quickbooks, sap_b1, dynamics_365 and odoo are); the integration can be stored but not synced yet",
             other.display_name()
         ))),
     }
@@ -474,6 +480,7 @@ pub fn is_available(integration_type: IntegrationType) -> bool {
             | IntegrationType::QuickBooks
             | IntegrationType::SapB1
             | IntegrationType::Dynamics365
+            | IntegrationType::Odoo
     )
 }
 
@@ -504,6 +511,7 @@ fn validate_any(
         IntegrationType::Dynamics365 => {
             dynamics::DynamicsSettings::parse(settings, context).map(|_| ())
         }
+        IntegrationType::Odoo => odoo::OdooSettings::parse(settings, context).map(|_| ()),
         // Connectors of later releases validate their own settings; until then the shape (a
         // JSON object) is checked by the store, and no secret may sit in them.
         _ => settings.map_or(Ok(()), settings::refuse_secret_settings),
