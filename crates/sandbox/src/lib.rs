@@ -16,6 +16,7 @@ mod fault_plan;
 mod faults;
 mod guard;
 mod idempotency;
+pub mod odoo;
 mod problem;
 pub mod quickbooks;
 pub mod sap_b1;
@@ -24,6 +25,7 @@ pub mod xero;
 use axum::Router;
 use custom_api::CustomApiSim;
 use dataverse::DataverseSim;
+use odoo::OdooSim;
 use quickbooks::QuickBooksSim;
 use sap_b1::SapB1Sim;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -81,6 +83,14 @@ pub enum SandboxError {
     UnknownDataverseTable(String),
     #[error("no SAP B1 collection {0:?} (Items, BusinessPartners, Orders, Invoices)")]
     UnknownSapB1Collection(String),
+    #[error("invalid Odoo database: {0}")]
+    InvalidDatabase(String),
+    #[error("no Odoo database {0:?}")]
+    UnknownDatabase(String),
+    #[error(
+        "no Odoo model {0:?} (product.product, res.partner, sale.order, sale.order.line, account.move, account.move.line, stock.location, stock.quant)"
+    )]
+    UnknownOdooModel(String),
 }
 
 /// The custom API simulator's routes under `/custom_api`. Unknown paths answer a
@@ -98,7 +108,8 @@ pub fn router(custom_api: &CustomApiSim) -> Router {
 
 /// Every simulator's routes: the custom API under `/custom_api` (as [`router`]), Xero
 /// under `/xero`, SAP Business One under `/sap_b1` and QuickBooks Online under
-/// `/quickbooks` and Dataverse (Dynamics 365) under `/dataverse`. What [`Sandbox`] serves.
+/// `/quickbooks`, Dataverse (Dynamics 365) under `/dataverse` and Odoo under `/odoo`. What
+/// [`Sandbox`] serves.
 ///
 /// Call every simulator's `cancel_injected_waits` before a graceful shutdown of a server you
 /// built with this.
@@ -108,12 +119,14 @@ pub fn sandbox_router(
     sap_b1: &SapB1Sim,
     quickbooks: &QuickBooksSim,
     dataverse: &DataverseSim,
+    odoo: &OdooSim,
 ) -> Router {
     router(custom_api)
         .nest("/xero", xero::routes(xero.clone()))
         .nest("/sap_b1", sap_b1::routes(sap_b1.clone()))
         .nest("/quickbooks", quickbooks::routes(quickbooks.clone()))
         .nest("/dataverse", dataverse::routes(dataverse.clone()))
+        .nest("/odoo", odoo::routes(odoo.clone()))
 }
 
 /// A running sandbox server on loopback. Dropping it stops it too, without waiting.
@@ -125,6 +138,7 @@ pub struct Sandbox {
     sap_b1: SapB1Sim,
     quickbooks: QuickBooksSim,
     dataverse: DataverseSim,
+    odoo: OdooSim,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -143,7 +157,8 @@ impl Sandbox {
         let sap_b1 = SapB1Sim::new();
         let quickbooks = QuickBooksSim::new();
         let dataverse = DataverseSim::new();
-        let app = sandbox_router(&custom_api, &xero, &sap_b1, &quickbooks, &dataverse);
+        let odoo = OdooSim::new();
+        let app = sandbox_router(&custom_api, &xero, &sap_b1, &quickbooks, &dataverse, &odoo);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -162,6 +177,7 @@ impl Sandbox {
             sap_b1,
             quickbooks,
             dataverse,
+            odoo,
             stop: Some(stop),
             server: Some(server),
         })
@@ -233,6 +249,18 @@ impl Sandbox {
         &self.dataverse
     }
 
+    /// Base URL of the Odoo simulator, e.g. `http://127.0.0.1:41234/odoo`: XML-RPC at
+    /// `{base}/xmlrpc/2/common` and `{base}/xmlrpc/2/object`, JSON-2 at
+    /// `{base}/json/2/{model}/{method}`.
+    pub fn odoo_url(&self) -> String {
+        format!("http://{}/odoo", self.addr)
+    }
+
+    /// In-process access to the Odoo simulator's databases, records, faults and stats.
+    pub fn odoo(&self) -> &OdooSim {
+        &self.odoo
+    }
+
     /// Stops serving: no new connections; requests in flight (injected waits cut short)
     /// get a few seconds to finish.
     pub async fn shutdown(mut self) {
@@ -253,6 +281,7 @@ impl Sandbox {
         self.quickbooks.cancel_injected_waits();
         self.sap_b1.cancel_injected_waits();
         self.dataverse.cancel_injected_waits();
+        self.odoo.cancel_injected_waits();
         if let Some(stop) = self.stop.take() {
             // The server may already be gone; nothing left to stop then.
             let _ = stop.send(());
