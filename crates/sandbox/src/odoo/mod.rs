@@ -34,6 +34,7 @@ mod json2;
 mod methods;
 mod model;
 mod orm;
+mod values;
 mod xmlrpc;
 
 pub use crate::faults::Fault;

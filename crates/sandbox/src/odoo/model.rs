@@ -129,145 +129,173 @@ fn with_magic(label: &'static str, name: &'static str, fields: Vec<Field>) -> Mo
 pub(crate) fn model(name: &str, version: u32) -> Option<Model> {
     let model = match name {
         "product.product" => product(version),
-        "res.partner" => with_magic(
-            "Contact",
-            "res.partner",
-            vec![
-                required(f("name", "Name", Char)),
-                f("email", "Email", Char),
-                f("phone", "Phone", Char),
-                f("vat", "Tax ID", Char),
-                f("ref", "Reference", Char),
-                f("company_name", "Company Name", Char),
-                f("is_company", "Is a Company", Bool),
-                f("customer_rank", "Customer Rank", Int),
-                f("street", "Street", Char),
-                f("city", "City", Char),
-                f("zip", "Zip", Char),
-                f("active", "Active", Bool),
-            ],
-        ),
-        "sale.order" => with_magic(
-            "Sales Order",
-            "sale.order",
-            vec![
-                f("name", "Order Reference", Char),
-                required(f("partner_id", "Customer", Many2one("res.partner"))),
-                f("client_order_ref", "Customer Reference", Char),
-                f("date_order", "Order Date", Datetime),
-                f(
-                    "order_line",
-                    "Order Lines",
-                    One2many {
-                        comodel: "sale.order.line",
-                        inverse: "order_id",
-                    },
-                ),
-                f(
-                    "state",
-                    "Status",
-                    Selection(&["draft", "sent", "sale", "cancel"]),
-                ),
-                computed(f("amount_total", "Total", Float)),
-            ],
-        ),
-        "sale.order.line" => owned(
-            with_magic(
-                "Sales Order Line",
-                "sale.order.line",
-                vec![
-                    required(f("order_id", "Order Reference", Many2one("sale.order"))),
-                    required(f("product_id", "Product", Many2one("product.product"))),
-                    f("name", "Description", Char),
-                    f("product_uom_qty", "Quantity", Float),
-                    f("price_unit", "Unit Price", Float),
-                    computed(f("price_subtotal", "Subtotal", Float)),
-                ],
-            ),
-            "sale.order",
-        ),
-        "account.move" => with_magic(
-            "Journal Entry",
-            "account.move",
-            vec![
-                f("name", "Number", Char),
-                f(
-                    "move_type",
-                    "Type",
-                    Selection(&[
-                        "entry",
-                        "out_invoice",
-                        "out_refund",
-                        "in_invoice",
-                        "in_refund",
-                    ]),
-                ),
-                f("partner_id", "Partner", Many2one("res.partner")),
-                f("ref", "Reference", Char),
-                f("invoice_date", "Invoice/Bill Date", Date),
-                f("invoice_date_due", "Due Date", Date),
-                f(
-                    "invoice_line_ids",
-                    "Invoice lines",
-                    One2many {
-                        comodel: "account.move.line",
-                        inverse: "move_id",
-                    },
-                ),
-                f("state", "Status", Selection(&["draft", "posted", "cancel"])),
-                computed(f("amount_total", "Total", Float)),
-            ],
-        ),
-        "account.move.line" => owned(
-            with_magic(
-                "Journal Item",
-                "account.move.line",
-                vec![
-                    required(f("move_id", "Journal Entry", Many2one("account.move"))),
-                    f("name", "Label", Char),
-                    f("quantity", "Quantity", Float),
-                    f("price_unit", "Unit Price", Float),
-                    f("product_id", "Product", Many2one("product.product")),
-                    computed(f("price_subtotal", "Subtotal", Float)),
-                ],
-            ),
-            "account.move",
-        ),
-        "stock.location" => with_magic(
-            "Inventory Locations",
-            "stock.location",
-            vec![
-                required(f("name", "Location Name", Char)),
-                f("complete_name", "Full Location Name", Char),
-                f(
-                    "usage",
-                    "Location Type",
-                    Selection(&[
-                        "supplier",
-                        "view",
-                        "internal",
-                        "customer",
-                        "inventory",
-                        "production",
-                        "transit",
-                    ]),
-                ),
-                f("active", "Active", Bool),
-            ],
-        ),
-        "stock.quant" => with_magic(
-            "Quants",
-            "stock.quant",
-            vec![
-                required(f("product_id", "Product", Many2one("product.product"))),
-                required(f("location_id", "Location", Many2one("stock.location"))),
-                f("quantity", "Quantity", Float),
-                f("reserved_quantity", "Reserved Quantity", Float),
-            ],
-        ),
+        "res.partner" => res_partner(),
+        "sale.order" => sale_order(),
+        "sale.order.line" => sale_order_line(),
+        "account.move" => account_move(),
+        "account.move.line" => account_move_line(),
+        "stock.location" => stock_location(),
+        "stock.quant" => stock_quant(),
         _ => return None,
     };
     Some(model)
+}
+
+fn res_partner() -> Model {
+    with_magic(
+        "Contact",
+        "res.partner",
+        vec![
+            required(f("name", "Name", Char)),
+            f("email", "Email", Char),
+            f("phone", "Phone", Char),
+            f("vat", "Tax ID", Char),
+            f("ref", "Reference", Char),
+            f("company_name", "Company Name", Char),
+            f("is_company", "Is a Company", Bool),
+            f("customer_rank", "Customer Rank", Int),
+            f("street", "Street", Char),
+            f("city", "City", Char),
+            f("zip", "Zip", Char),
+            f("active", "Active", Bool),
+        ],
+    )
+}
+
+fn sale_order() -> Model {
+    with_magic(
+        "Sales Order",
+        "sale.order",
+        vec![
+            f("name", "Order Reference", Char),
+            required(f("partner_id", "Customer", Many2one("res.partner"))),
+            f("client_order_ref", "Customer Reference", Char),
+            f("date_order", "Order Date", Datetime),
+            f(
+                "order_line",
+                "Order Lines",
+                One2many {
+                    comodel: "sale.order.line",
+                    inverse: "order_id",
+                },
+            ),
+            f(
+                "state",
+                "Status",
+                Selection(&["draft", "sent", "sale", "cancel"]),
+            ),
+            computed(f("amount_total", "Total", Float)),
+        ],
+    )
+}
+
+fn sale_order_line() -> Model {
+    owned(
+        with_magic(
+            "Sales Order Line",
+            "sale.order.line",
+            vec![
+                required(f("order_id", "Order Reference", Many2one("sale.order"))),
+                required(f("product_id", "Product", Many2one("product.product"))),
+                f("name", "Description", Char),
+                f("product_uom_qty", "Quantity", Float),
+                f("price_unit", "Unit Price", Float),
+                computed(f("price_subtotal", "Subtotal", Float)),
+            ],
+        ),
+        "sale.order",
+    )
+}
+
+fn account_move() -> Model {
+    with_magic(
+        "Journal Entry",
+        "account.move",
+        vec![
+            f("name", "Number", Char),
+            f(
+                "move_type",
+                "Type",
+                Selection(&[
+                    "entry",
+                    "out_invoice",
+                    "out_refund",
+                    "in_invoice",
+                    "in_refund",
+                ]),
+            ),
+            f("partner_id", "Partner", Many2one("res.partner")),
+            f("ref", "Reference", Char),
+            f("invoice_date", "Invoice/Bill Date", Date),
+            f("invoice_date_due", "Due Date", Date),
+            f(
+                "invoice_line_ids",
+                "Invoice lines",
+                One2many {
+                    comodel: "account.move.line",
+                    inverse: "move_id",
+                },
+            ),
+            f("state", "Status", Selection(&["draft", "posted", "cancel"])),
+            computed(f("amount_total", "Total", Float)),
+        ],
+    )
+}
+
+fn account_move_line() -> Model {
+    owned(
+        with_magic(
+            "Journal Item",
+            "account.move.line",
+            vec![
+                required(f("move_id", "Journal Entry", Many2one("account.move"))),
+                f("name", "Label", Char),
+                f("quantity", "Quantity", Float),
+                f("price_unit", "Unit Price", Float),
+                f("product_id", "Product", Many2one("product.product")),
+                computed(f("price_subtotal", "Subtotal", Float)),
+            ],
+        ),
+        "account.move",
+    )
+}
+
+fn stock_location() -> Model {
+    with_magic(
+        "Inventory Locations",
+        "stock.location",
+        vec![
+            required(f("name", "Location Name", Char)),
+            f("complete_name", "Full Location Name", Char),
+            f(
+                "usage",
+                "Location Type",
+                Selection(&[
+                    "supplier",
+                    "view",
+                    "internal",
+                    "customer",
+                    "inventory",
+                    "production",
+                    "transit",
+                ]),
+            ),
+            f("active", "Active", Bool),
+        ],
+    )
+}
+
+fn stock_quant() -> Model {
+    with_magic(
+        "Quants",
+        "stock.quant",
+        vec![
+            required(f("product_id", "Product", Many2one("product.product"))),
+            required(f("location_id", "Location", Many2one("stock.location"))),
+            f("quantity", "Quantity", Float),
+            f("reserved_quantity", "Reserved Quantity", Float),
+        ],
+    )
 }
 
 fn owned(mut model: Model, owner: &'static str) -> Model {

@@ -4,8 +4,9 @@
 //! succeeds (see [`super::methods`]), like Odoo's one SQL transaction per call.
 
 use super::domain::{self, Expr, is_false};
-use super::model::{Field, FieldKind, MODELS, Model, OdooError, model, py_repr, reference_field};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use super::model::{FieldKind, MODELS, Model, OdooError, model, py_repr, reference_field};
+use super::values;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -282,134 +283,12 @@ impl Orm<'_> {
                 }
                 continue;
             }
-            record.insert(name.clone(), self.convert_value(model, field, value)?);
+            record.insert(
+                name.clone(),
+                values::convert(self.data, self.env.uid, model, field, value)?,
+            );
         }
         Ok((record, lines))
-    }
-
-    fn convert_value(
-        &self,
-        model: &Model,
-        field: &Field,
-        value: &Value,
-    ) -> Result<Value, OdooError> {
-        let shown = || py_repr(value);
-        Ok(match field.kind {
-            FieldKind::Char => match value {
-                Value::String(_) => value.clone(),
-                Value::Number(n) => json!(n.to_string()),
-                v if is_false(v) => json!(false),
-                _ => {
-                    return Err(OdooError::value(format!(
-                        "Wrong value for {}.{}: {}",
-                        model.name,
-                        field.name,
-                        shown()
-                    )));
-                }
-            },
-            FieldKind::Int => match value {
-                Value::Number(n) => json!(
-                    n.as_i64()
-                        .or_else(|| n.as_f64().map(|f| f as i64))
-                        .unwrap_or(0)
-                ),
-                Value::Bool(b) => json!(i64::from(*b)),
-                Value::Null => json!(0),
-                Value::String(s) => json!(s.trim().parse::<i64>().map_err(
-                    |_| OdooError::value(format!(
-                        "invalid literal for int() with base 10: {}",
-                        shown()
-                    ))
-                )?),
-                _ => {
-                    return Err(OdooError::type_error(format!(
-                        "int() argument must be a string or a number, not {}",
-                        shown()
-                    )));
-                }
-            },
-            FieldKind::Float => match value {
-                Value::Number(n) => json!(n.as_f64().unwrap_or(0.0)),
-                Value::Bool(b) => json!(f64::from(u8::from(*b))),
-                Value::Null => json!(0.0),
-                Value::String(s) => json!(s.trim().parse::<f64>().map_err(
-                    |_| OdooError::value(format!("could not convert string to float: {}", shown()))
-                )?),
-                _ => {
-                    return Err(OdooError::type_error(format!(
-                        "float() argument must be a string or a number, not {}",
-                        shown()
-                    )));
-                }
-            },
-            FieldKind::Bool => json!(truthy(value)),
-            FieldKind::Selection(options) => match value {
-                Value::String(s) if options.contains(&s.as_str()) => value.clone(),
-                v if is_false(v) => json!(false),
-                _ => {
-                    return Err(OdooError::value(format!(
-                        "Wrong value for {}.{}: {}",
-                        model.name,
-                        field.name,
-                        shown()
-                    )));
-                }
-            },
-            FieldKind::Many2one(comodel) => match value {
-                v if is_false(v) => json!(false),
-                Value::Number(n) => {
-                    let id = n.as_i64().ok_or_else(|| {
-                        OdooError::value(format!(
-                            "Wrong value for {}.{}: {}",
-                            model.name,
-                            field.name,
-                            shown()
-                        ))
-                    })?;
-                    if !self.data.exists(comodel, id) {
-                        return Err(OdooError::missing(comodel, &[id], self.env.uid));
-                    }
-                    json!(id)
-                }
-                _ => {
-                    return Err(OdooError::type_error(format!(
-                        "int() argument must be a string or a number, not {}",
-                        shown()
-                    )));
-                }
-            },
-            FieldKind::Date => match value {
-                v if is_false(v) => json!(false),
-                Value::String(s) if NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() => {
-                    value.clone()
-                }
-                _ => {
-                    return Err(OdooError::value(format!(
-                        "time data {} does not match format '%Y-%m-%d'",
-                        shown()
-                    )));
-                }
-            },
-            FieldKind::Datetime => match value {
-                v if is_false(v) => json!(false),
-                Value::String(s)
-                    if s.len() == 10 && NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() =>
-                {
-                    json!(format!("{s} 00:00:00"))
-                }
-                Value::String(s) if NaiveDateTime::parse_from_str(s, DATETIME).is_ok() => {
-                    value.clone()
-                }
-                _ => {
-                    return Err(OdooError::value(format!(
-                        "time data {} does not match format '%Y-%m-%d %H:%M:%S'",
-                        shown()
-                    )));
-                }
-            },
-            FieldKind::One2many { .. } => json!(false),
-        })
     }
 
     /// Odoo's defaults for a new record.
@@ -743,17 +622,6 @@ impl Orm<'_> {
                     .and_then(Value::as_f64)
             })
             .sum()
-    }
-}
-
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
     }
 }
 
