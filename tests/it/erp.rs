@@ -7,6 +7,7 @@ use crate::support::*;
 use passerelle_core::vault::{Credentials, KeyRing, Vault};
 use passerelle_core::{IntegrationId, RunStatus, TenantId};
 use passerelle_sandbox::dataverse::DataverseStats;
+use passerelle_sandbox::odoo::OdooStats;
 use passerelle_sandbox::quickbooks::QuickBooksStats;
 use passerelle_sandbox::sap_b1::SapB1Stats;
 use passerelle_sandbox::xero::XeroStats;
@@ -403,5 +404,12 @@ counters!(SapB1Stats, overloaded, |s| {
 counters!(DataverseStats, rate_limited, |s| {
     let mut found = held_twice(&s.duplicate_creates);
     found.extend(created_twice(&s.creates_by_key));
+    found
+});
+
+// Odoo has no idempotency key: each reference creates one record.
+counters!(OdooStats, rate_limited, |s| {
+    let mut found = held_twice(&s.duplicate_references);
+    found.extend(created_twice(&s.creates_by_reference));
     found
 });

@@ -16,6 +16,7 @@ mod erp;
 mod limiter;
 mod migrate;
 mod model;
+mod odoo;
 mod outage;
 mod pipeline;
 mod proxy;

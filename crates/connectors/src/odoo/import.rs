@@ -99,13 +99,20 @@ fn parse_quant(row: &Value, skus: &HashMap<i64, String>) -> Result<ImportedRecor
         write_date(row),
         ImportedData::Inventory {
             sku: sku.clone(),
-            warehouse_code: location_name,
+            warehouse_code: location_name.clone(),
             quantity: row
                 .get("quantity")
                 .and_then(json_to_decimal)
                 .ok_or_else(|| format!("quant {id} has no quantity"))?,
         },
-        row.clone(),
+        // The product by id only: its display name changing is not a change of stock.
+        json!({
+            "id": id,
+            "product_id": product,
+            "location_id": [location, location_name],
+            "quantity": row.get("quantity"),
+            "write_date": row.get("write_date"),
+        }),
     ))
 }
 

@@ -189,7 +189,15 @@ struct DemoErp {
     catalogue_key: String,
     xero_tenant: String,
     xero_refresh_token: String,
+    /// The Odoo 17 database whose stock the demo imports, and its API key.
+    odoo_key: String,
 }
+
+/// The demo's Odoo database (XML-RPC, Odoo 17, as most installations still are).
+const ODOO_DB: &str = "demo";
+const ODOO_USER: &str = "sync-bot@demo.example";
+/// Products of the tenant whose stock the demo's Odoo holds.
+const ODOO_STOCKED: u32 = 30;
 
 impl DemoErp {
     async fn start() -> anyhow::Result<Self> {
@@ -203,21 +211,24 @@ impl DemoErp {
             sandbox.custom_api_url()
         ));
         let (xero_tenant, xero_refresh_token) = add_xero_app(&sandbox);
+        let odoo_key = add_odoo_database(&sandbox)?;
         Ok(Self {
             sandbox,
             orders_key,
             catalogue_key,
             xero_tenant,
             xero_refresh_token,
+            odoo_key,
         })
     }
 
     /// What the ERP simulators received, for the summary.
     fn totals(&self) -> String {
         format!(
-            "{}\nAt the Xero sandbox: {}",
+            "{}\nAt the Xero sandbox: {}\nAt the Odoo sandbox: {}",
             sandbox_totals(&self.sandbox, &self.orders_key, &self.catalogue_key),
-            xero_totals(&self.sandbox, &self.xero_tenant)
+            xero_totals(&self.sandbox, &self.xero_tenant),
+            odoo_totals(&self.sandbox)
         )
     }
 }
@@ -271,6 +282,27 @@ fn add_xero_app(sandbox: &Sandbox) -> (String, String) {
     (xero_tenant, xero_refresh)
 }
 
+/// An Odoo 17 database holding the stock of the tenant's first products in `WH/Stock`, the
+/// seed's "import stock from Odoo" case. Returns the sync user's API key.
+fn add_odoo_database(sandbox: &Sandbox) -> anyhow::Result<String> {
+    let key = format!("demo-odoo-{}", uuid::Uuid::new_v4().simple());
+    let config = passerelle_sandbox::odoo::OdooDatabaseConfig::new(ODOO_DB, 17, ODOO_USER, "")
+        .with_api_key(key.clone(), None);
+    let odoo = sandbox.odoo();
+    odoo.try_add_database(config)?;
+    for n in 1..=ODOO_STOCKED {
+        let sku = format!("SKU-{n:05}");
+        odoo.upsert_record(
+            ODOO_DB,
+            "product.product",
+            serde_json::json!({"name": format!("Product {n}"), "default_code": sku, "type": "product"}),
+        )?;
+        // Whole quantities: the demo's stock is counted in units.
+        odoo.set_quant(ODOO_DB, &sku, "WH/Stock", f64::from(n * 5))?;
+    }
+    Ok(key)
+}
+
 /// What every step of the scenario works with.
 struct Demo<'a> {
     store: &'a Store,
@@ -286,6 +318,7 @@ struct DemoIntegrations {
     orders: Integration,
     catalogue: Integration,
     xero: Integration,
+    odoo: Integration,
 }
 
 impl Demo<'_> {
@@ -296,6 +329,7 @@ impl Demo<'_> {
             orders: self.create_orders_integration().await?,
             catalogue: self.create_catalogue_integration().await?,
             xero: self.create_xero_integration().await?,
+            odoo: self.create_odoo_integration().await?,
         };
         self.test_and_activate(&integrations).await?;
         let (broker, publisher) = crate::worker::connect_publisher(self.settings).await?;
@@ -368,6 +402,25 @@ impl Demo<'_> {
             .await
     }
 
+    async fn create_odoo_integration(&self) -> anyhow::Result<Integration> {
+        let fields = service::FieldsInput {
+            direction: Some("import".into()),
+            frequency: Some("manual".into()),
+            entities: Some(vec!["inventory".into()]),
+            settings: Some(serde_json::json!({
+                "url": self.erp.sandbox.odoo_url(),
+                "database": ODOO_DB,
+                "protocol": "xmlrpc",
+            })),
+            credentials: Some(serde_json::json!({
+                "username": ODOO_USER,
+                "api_key": self.erp.odoo_key,
+            })),
+            webhook_url: None,
+        };
+        self.create("Odoo — stock import", "odoo", &fields).await
+    }
+
     async fn create(
         &self,
         name: &str,
@@ -393,6 +446,7 @@ impl Demo<'_> {
             &integrations.orders,
             &integrations.catalogue,
             &integrations.xero,
+            &integrations.odoo,
         ] {
             let (_, test) =
                 service::test(self.store, self.vault, &self.ctx, integration.id).await?;
@@ -409,7 +463,7 @@ impl Demo<'_> {
             service::set_status(self.store, integration.id, IntegrationStatus::Active).await?;
         }
         say(
-            "activated all three: the scheduler picks up the hourly one, the others are synced manually",
+            "activated all four: the scheduler picks up the hourly one, the others are synced manually",
         );
         Ok(())
     }
@@ -425,9 +479,11 @@ impl Demo<'_> {
             orders,
             catalogue,
             xero,
+            odoo,
         } = integrations;
         let manual = service::trigger_sync(self.store, publisher, orders.id, &[], false).await?;
         let to_xero = service::trigger_sync(self.store, publisher, xero.id, &[], false).await?;
+        let from_odoo = service::trigger_sync(self.store, publisher, odoo.id, &[], false).await?;
         let scheduled = wait_for_scheduled_run(self.store, catalogue.id).await?;
         watch(
             self.store,
@@ -435,6 +491,7 @@ impl Demo<'_> {
                 (orders.name.clone(), manual.id),
                 (catalogue.name.clone(), scheduled.id),
                 (xero.name.clone(), to_xero.id),
+                (odoo.name.clone(), from_odoo.id),
             ],
         )
         .await
@@ -571,6 +628,18 @@ fn xero_totals(sandbox: &Sandbox, tenant: &str) -> String {
         }
     }
     out.join("; ")
+}
+
+fn odoo_totals(sandbox: &Sandbox) -> String {
+    match sandbox.odoo().stats(ODOO_DB) {
+        Ok(stats) => format!(
+            "{} XML-RPC calls, {} authentications; {} quants held",
+            stats.xmlrpc_calls,
+            stats.authentications,
+            stats.records.get("stock.quant").copied().unwrap_or(0)
+        ),
+        Err(e) => format!("unavailable ({e})"),
+    }
 }
 
 fn sandbox_totals(sandbox: &Sandbox, a: &str, b: &str) -> String {
