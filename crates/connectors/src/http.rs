@@ -591,6 +591,20 @@ fn problem_detail(body: &[u8]) -> Option<String> {
             }
         }
     }
+    // NetSuite's REST errors: `o:errorDetails[{detail, o:errorCode, o:errorPath}]`.
+    if let Some(details) = value.get("o:errorDetails").and_then(|v| v.as_array()) {
+        for d in details.iter().take(5) {
+            let field = |k: &str| d.get(k).and_then(|v| v.as_str());
+            let mut part = field("detail").unwrap_or("(no detail)").to_owned();
+            if let Some(code) = field("o:errorCode") {
+                part = format!("{code}: {part}");
+            }
+            if let Some(path) = field("o:errorPath") {
+                part.push_str(&format!(" (at {path})"));
+            }
+            parts.push(part);
+        }
+    }
     if parts.is_empty() {
         Some(snippet(body))
     } else {
@@ -602,6 +616,15 @@ fn problem_detail(body: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn netsuite_error_details_are_named_in_the_message() {
+        let body = br#"{"type":"https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.1","title":"Bad Request","status":400,"o:errorDetails":[{"detail":"Invalid value for the resource or sub-resource field 'entity'.","o:errorPath":"entity","o:errorCode":"INVALID_VALUE"}]}"#;
+        assert_eq!(
+            problem_detail(body).unwrap(),
+            "Bad Request; INVALID_VALUE: Invalid value for the resource or sub-resource field 'entity'. (at entity)"
+        );
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {

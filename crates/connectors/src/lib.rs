@@ -111,6 +111,7 @@ pub mod dynamics;
 pub mod error;
 pub mod http;
 pub(crate) mod mapping;
+pub mod netsuite;
 pub mod oauth;
 pub mod odoo;
 pub mod quickbooks;
@@ -463,8 +464,13 @@ fn build_any(
             credentials,
             context,
         )?)),
+        IntegrationType::NetSuite => Ok(Arc::new(netsuite::NetSuiteConnector::new(
+            settings,
+            credentials,
+            context,
+        )?)),
         other => Err(ConnectorError::fatal(format!(
-            "the {} connector is not available in this release (custom_api, xero, quickbooks, sap_b1, dynamics_365 and odoo are); the integration can be stored but not synced yet",
+            "the {} connector is not available in this release (custom_api, xero, quickbooks, sap_b1, dynamics_365, odoo and netsuite are); the integration can be stored but not synced yet",
             other.display_name()
         ))),
     }
@@ -481,6 +487,7 @@ pub fn is_available(integration_type: IntegrationType) -> bool {
             | IntegrationType::SapB1
             | IntegrationType::Dynamics365
             | IntegrationType::Odoo
+            | IntegrationType::NetSuite
     )
 }
 
@@ -512,6 +519,9 @@ fn validate_any(
             dynamics::DynamicsSettings::parse(settings, context).map(|_| ())
         }
         IntegrationType::Odoo => odoo::OdooSettings::parse(settings, context).map(|_| ()),
+        IntegrationType::NetSuite => {
+            netsuite::NetSuiteSettings::parse(settings, context).map(|_| ())
+        }
         // Connectors of later releases validate their own settings; until then the shape (a
         // JSON object) is checked by the store, and no secret may sit in them.
         _ => settings.map_or(Ok(()), settings::refuse_secret_settings),

@@ -331,11 +331,23 @@ pub struct ClientCredentials {
     /// What to check when the issuer refuses the credentials.
     refused_hint: &'static str,
     token_url: Url,
-    /// `grant_type`, `client_id`, `client_secret` and `scope`: holds the secret.
-    form: Vec<(String, String)>,
+    /// The form of a token request: holds the secret.
+    form: GrantForm,
     /// Used when the answer has no `expires_in`.
     default_lifetime_secs: i64,
     token: Mutex<CachedToken>,
+}
+
+/// Makes the form of one token request (a client assertion signed for it).
+pub type FormMinter = Box<dyn Fn() -> Result<Vec<(String, String)>, ConnectorError> + Send + Sync>;
+
+/// The form of a client-credentials request.
+enum GrantForm {
+    /// `grant_type`, `client_id`, `client_secret` and `scope`, the same every time.
+    Fixed(Vec<(String, String)>),
+    /// Made anew for each request (RFC 7523 §2.2: a JWT client assertion with its own
+    /// expiry), so no assertion outlives the request it authenticates.
+    Minted(FormMinter),
 }
 
 impl std::fmt::Debug for ClientCredentials {
@@ -368,6 +380,21 @@ impl ClientCredentials {
             ("client_secret".to_owned(), client_secret),
         ];
         form.extend(scope.map(|scope| ("scope".to_owned(), scope)));
+        Self::from_form(issuer, token_url, GrantForm::Fixed(form))
+    }
+
+    /// The client authenticates with a JWT assertion (`client_assertion_type`
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`) that `mint` signs for each
+    /// request, with the rest of the form.
+    pub fn with_assertion(
+        issuer: ClientCredentialsIssuer,
+        token_url: Url,
+        mint: FormMinter,
+    ) -> Self {
+        Self::from_form(issuer, token_url, GrantForm::Minted(mint))
+    }
+
+    fn from_form(issuer: ClientCredentialsIssuer, token_url: Url, form: GrantForm) -> Self {
         Self {
             vendor: issuer.vendor,
             refused_hint: issuer.refused_hint,
@@ -394,7 +421,10 @@ impl ClientCredentials {
             headers: Vec::new(),
             body: None,
             raw: None,
-            form: Some(self.form.clone()),
+            form: Some(match &self.form {
+                GrantForm::Fixed(form) => form.clone(),
+                GrantForm::Minted(mint) => mint()?,
+            }),
             // Asking for a token twice is harmless.
             idempotent: true,
             conflict_means_in_flight: false,
