@@ -111,6 +111,8 @@ pub mod dynamics;
 pub mod error;
 pub mod http;
 pub(crate) mod mapping;
+#[cfg(test)]
+mod matrix;
 pub mod netsuite;
 pub mod oauth;
 pub mod odoo;
