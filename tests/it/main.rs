@@ -9,6 +9,7 @@ mod support;
 
 mod api;
 mod config_cli;
+mod conflicts;
 mod demo;
 mod dry_run;
 mod dynamics;

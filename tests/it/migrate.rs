@@ -20,7 +20,7 @@ async fn migrate_on_an_empty_server_creates_the_database_and_every_table() {
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["database_created"], true);
     let migrations = passerelle_store::MIGRATOR.iter().count();
-    assert_eq!(migrations, 7);
+    assert_eq!(migrations, 8);
     assert_eq!(report["applied"].as_array().unwrap().len(), migrations);
 
     let store = passerelle_store::Store::connect(&url, 2, Duration::from_secs(5))

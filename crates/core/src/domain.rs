@@ -172,6 +172,7 @@ label_enum! {
         Update => "update",
         Delete => "delete",
         Sync => "sync",
+        Conflict => "conflict",
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod conflict;
 pub mod cursor;
 pub mod digest;
 pub mod domain;

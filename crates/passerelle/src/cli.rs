@@ -198,6 +198,11 @@ pub struct IntegrationFields {
     /// signing secret is printed once, when the first URL is set.
     #[arg(long)]
     pub webhook_url: Option<String>,
+    /// Who wins a bidirectional conflict, per entity: `products=erp,customers=platform`
+    /// (entities: products, customers, orders, invoices, inventory; sides: platform, erp).
+    /// Replaces the stored choices; unnamed entities keep their default.
+    #[arg(long)]
+    pub conflict_policy: Option<String>,
 }
 
 #[derive(Debug, Args)]

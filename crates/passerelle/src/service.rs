@@ -2,6 +2,7 @@
 //! input, talks to the store, the vault, the connectors and the broker.
 
 use passerelle_connectors::{ConnectionTest, ConnectorContext, ConnectorError, Disposition};
+use passerelle_core::conflict::ConflictPolicy;
 use passerelle_core::job::TraceParent;
 use passerelle_core::vault::{Credentials, Vault};
 use passerelle_core::{
@@ -65,6 +66,9 @@ pub struct FieldsInput {
     pub credentials: Option<serde_json::Value>,
     /// `Some(Some(url))` sets the completion webhook, `Some(None)` removes it.
     pub webhook_url: Option<Option<String>>,
+    /// Who wins a bidirectional conflict, per entity (`{"products": "erp"}`); replaces the
+    /// stored choices.
+    pub conflict_policy: Option<serde_json::Value>,
 }
 
 /// An integration as saved, and the webhook secret when this change made one: it is shown
@@ -80,6 +84,7 @@ struct ParsedFields {
     frequency: Option<SyncFrequency>,
     entities: Option<Vec<Entity>>,
     credentials: Option<Credentials>,
+    conflict_policy: Option<ConflictPolicy>,
 }
 
 /// Collects every field's error rather than stopping at the first.
@@ -140,6 +145,10 @@ fn parse_fields(
             Credentials::from_value(c).map_err(|e| e.to_string()),
         )
     });
+    let conflict_policy = input
+        .conflict_policy
+        .clone()
+        .and_then(|p| problems.check("conflict_policy", ConflictPolicy::from_value(p)));
     if let Some(Some(url)) = &input.webhook_url {
         problems.check("webhook_url", ctx.url_policy.check(url, "webhook_url"));
     }
@@ -171,6 +180,7 @@ fn parse_fields(
         frequency,
         entities,
         credentials,
+        conflict_policy,
     }
 }
 
@@ -259,6 +269,9 @@ pub async fn create(
     }
     if let Some(f) = parsed.frequency {
         new.sync_frequency = f;
+    }
+    if let Some(policy) = parsed.conflict_policy {
+        new.conflict_policy = policy;
     }
     if let Some(entities) = parsed.entities {
         [
@@ -361,6 +374,7 @@ pub async fn update(
         credentials: parsed.credentials,
         sync_direction: parsed.direction,
         sync_frequency: parsed.frequency,
+        conflict_policy: parsed.conflict_policy,
         retest: reconfigured,
         ..Default::default()
     };

@@ -3,6 +3,7 @@
 
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
+use passerelle_core::conflict::ConflictPolicy;
 use passerelle_core::schedule::next_sync_after;
 use passerelle_core::vault::{CredentialOwner, Credentials, SealedCredentials, Vault};
 use passerelle_core::{Entity, IntegrationStatus, IntegrationType, SyncDirection, SyncFrequency};
@@ -42,6 +43,8 @@ pub struct Integration {
     pub consecutive_failures: i32,
     /// Where run completions are POSTed (Standard Webhooks), if anywhere.
     pub webhook_url: Option<String>,
+    /// Who wins a bidirectional conflict, per entity, as the admin chose it.
+    pub conflict_policy: sqlx::types::Json<ConflictPolicy>,
     /// The webhook signing secret, sealed like the credentials; never serialised.
     #[serde(skip)]
     pub webhook_secret: Option<serde_json::Value>,
@@ -132,6 +135,7 @@ pub struct NewIntegration {
     pub sync_invoices: bool,
     pub sync_inventory: bool,
     pub sync_frequency: SyncFrequency,
+    pub conflict_policy: ConflictPolicy,
 }
 
 impl NewIntegration {
@@ -154,6 +158,7 @@ impl NewIntegration {
             sync_invoices: true,
             sync_inventory: false,
             sync_frequency: SyncFrequency::Manual,
+            conflict_policy: ConflictPolicy::default(),
         }
     }
 }
@@ -172,6 +177,7 @@ pub struct IntegrationPatch {
     pub sync_invoices: Option<bool>,
     pub sync_inventory: Option<bool>,
     pub sync_frequency: Option<SyncFrequency>,
+    pub conflict_policy: Option<ConflictPolicy>,
     /// The settings or credentials changed: an `active` integration goes back to `testing`
     /// (decided on the locked row, so a concurrent activation cannot slip past it).
     pub retest: bool,
@@ -224,8 +230,9 @@ impl Store {
         }
         let row = sqlx::query_as::<_, Integration>(
             "INSERT INTO integrations (id, tenant_id, name, type, credentials, settings, sync_direction,
-                 sync_products, sync_orders, sync_customers, sync_invoices, sync_inventory, sync_frequency)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 sync_products, sync_orders, sync_customers, sync_invoices, sync_inventory, sync_frequency,
+                 conflict_policy)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              RETURNING *",
         )
         .bind(id)
@@ -241,6 +248,7 @@ impl Store {
         .bind(new.sync_invoices)
         .bind(new.sync_inventory)
         .bind(new.sync_frequency)
+        .bind(sqlx::types::Json(&new.conflict_policy))
         .fetch_one(&self.pool)
         .await?;
         Ok(row)
@@ -374,6 +382,7 @@ impl Store {
                 sync_inventory = COALESCE($11, sync_inventory),
                 sync_frequency = $12,
                 next_sync_at = $13,
+                conflict_policy = COALESCE($14, conflict_policy),
                 consecutive_failures = CASE WHEN $3 = 'active' AND status <> 'active' THEN 0 ELSE consecutive_failures END
               WHERE id = $1
               RETURNING *",
@@ -391,6 +400,7 @@ impl Store {
         .bind(patch.sync_inventory)
         .bind(frequency)
         .bind(next_sync_at)
+        .bind(patch.conflict_policy.map(sqlx::types::Json))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

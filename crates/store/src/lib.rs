@@ -6,6 +6,7 @@
 //! leases, from the database's `now()`, which every worker shares.
 
 pub mod admin;
+pub mod conflicts;
 pub mod demo;
 pub mod imports;
 pub mod integrations;
@@ -34,6 +35,7 @@ pub use admin::{
     CancelOutcome, IntegrationHealth, IntegrationQuery, LogKey, LogQuery, MappingQuery,
     TenantTotals,
 };
+pub use conflicts::PlatformSnapshot;
 pub use integrations::{Integration, IntegrationPatch, NewIntegration, RecordedSync};
 pub use keys::CredentialFault;
 pub use logs::{IntegrationLog, LogFilter, NewLog};

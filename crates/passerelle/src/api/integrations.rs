@@ -64,6 +64,11 @@ pub struct IntegrationBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub webhook_url: Option<Option<String>>,
+    /// Who wins a bidirectional conflict, per entity (`products`, `customers`, `orders`,
+    /// `invoices`, `inventory`: `platform` or `erp`); replaces the stored choices, and an
+    /// entity left out keeps its default.
+    #[schema(value_type = Option<Object>)]
+    pub conflict_policy: Option<serde_json::Value>,
 }
 
 /// A field that is present, even as `null` (`Some(None)`), as opposed to absent (`None`).
@@ -82,6 +87,7 @@ impl IntegrationBody {
             settings: self.settings.take(),
             credentials: self.credentials.take(),
             webhook_url: self.webhook_url.take(),
+            conflict_policy: self.conflict_policy.take(),
         }
     }
 }

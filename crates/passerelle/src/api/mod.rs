@@ -14,7 +14,7 @@ mod oauth;
 pub mod pagination;
 pub mod problem;
 mod runs;
-mod views;
+pub(crate) mod views;
 
 use crate::app;
 use anyhow::Context as _;

@@ -2,6 +2,7 @@
 //! which of their fields are set.
 
 use chrono::{DateTime, Utc};
+use passerelle_core::conflict::ConflictPolicy;
 use passerelle_core::dry_run::DryRunReport;
 use passerelle_core::vault::Vault;
 use passerelle_core::{
@@ -54,8 +55,27 @@ pub struct IntegrationView {
     /// a rotation). It is never shown again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// Who wins a bidirectional conflict, for every entity (chosen or by default).
+    #[schema(value_type = Object, example = json!({"products": "erp", "customers": "platform", "orders": "platform", "invoices": "platform", "inventory": "erp"}))]
+    pub conflict_policy: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Every entity's winner, keyed as `conflict_policy` is written (`products`, `inventory`).
+pub fn effective_policy(policy: &ConflictPolicy) -> serde_json::Value {
+    policy
+        .effective()
+        .into_iter()
+        .map(|(entity, winner)| {
+            let key = match entity {
+                Entity::Inventory => "inventory".to_owned(),
+                other => format!("{}s", other.as_str()),
+            };
+            (key, serde_json::Value::from(winner.as_str()))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 impl IntegrationView {
@@ -100,6 +120,7 @@ impl IntegrationView {
             webhook_secret_set: i.webhook_secret.is_some(),
             webhook_url: i.webhook_url,
             webhook_secret: None,
+            conflict_policy: effective_policy(&i.conflict_policy),
             created_at: i.created_at,
             updated_at: i.updated_at,
         }

@@ -359,6 +359,7 @@ impl Demo<'_> {
             settings: Some(serde_json::json!({"api_url": self.erp.sandbox.custom_api_url()})),
             credentials: Some(serde_json::json!({"api_key": self.erp.orders_key})),
             webhook_url: None,
+            conflict_policy: None,
         };
         self.create("ERP — orders, invoices, customers", "custom_api", &fields)
             .await
@@ -374,6 +375,7 @@ impl Demo<'_> {
             ),
             credentials: Some(serde_json::json!({"api_key": self.erp.catalogue_key})),
             webhook_url: None,
+            conflict_policy: None,
         };
         self.create("ERP — catalogue and stock", "custom_api", &fields)
             .await
@@ -397,6 +399,7 @@ impl Demo<'_> {
                 "refresh_token": self.erp.xero_refresh_token,
             })),
             webhook_url: None,
+            conflict_policy: None,
         };
         self.create("Xero — contacts, items, quotes", "xero", &fields)
             .await
@@ -417,6 +420,7 @@ impl Demo<'_> {
                 "api_key": self.erp.odoo_key,
             })),
             webhook_url: None,
+            conflict_policy: None,
         };
         self.create("Odoo — stock import", "odoo", &fields).await
     }

@@ -36,6 +36,15 @@ fn fields(f: &IntegrationFields) -> anyhow::Result<FieldsInput> {
             .webhook_url
             .as_ref()
             .map(|u| (u != "none").then(|| u.clone())),
+        conflict_policy: f
+            .conflict_policy
+            .as_deref()
+            .map(|p| {
+                passerelle_core::conflict::ConflictPolicy::parse_pairs(p)
+                    .map_err(|e| anyhow::anyhow!("--conflict-policy: {e}"))
+                    .and_then(|policy| Ok(serde_json::to_value(policy)?))
+            })
+            .transpose()?,
     })
 }
 
@@ -54,6 +63,10 @@ pub fn view(i: &Integration) -> serde_json::Value {
             serde_json::json!((i.success_rate() * 10.0).round() / 10.0),
         );
         obj.insert("entities".into(), serde_json::json!(i.enabled_entities()));
+        obj.insert(
+            "conflict_policy".into(),
+            crate::api::views::effective_policy(&i.conflict_policy),
+        );
     }
     v
 }

@@ -2,6 +2,7 @@
 //! each page recorded in one transaction fenced by the lease (the platform rows commit with
 //! the page's record, or not at all).
 
+use super::conflict::{self, ErpWon, Sorted};
 use super::export::{Tally, content_hash};
 use super::job::{StepContext, StepEnd};
 use passerelle_connectors::ImportPage;
@@ -144,6 +145,17 @@ async fn apply_page<'s>(
     }
     let known = known_mappings(step, entity, &page.records).await?;
     let changed = changed_records(cursor, page.records, &known, &mut tally);
+    let Sorted {
+        records: changed,
+        erp_won,
+    } = if conflict::applies(step, entity) {
+        conflict::sort_out(step, entity, changed, &known, &mut tally, &mut logs).await?
+    } else {
+        Sorted {
+            records: changed,
+            erp_won: HashMap::new(),
+        }
+    };
     let records: Vec<ImportedRecord> = changed.iter().map(|(r, _)| r.clone()).collect();
     let mut tx = store.begin_chunk(step.lease, step.lease_ttl()).await?;
     // One outcome per record, in the records' order (the store builds it by index).
@@ -165,7 +177,15 @@ async fn apply_page<'s>(
         tally,
         cursor: StepCursor::Import(cursor.clone()),
     };
-    settle(step, entity, &known, changed, applied, &mut recorded);
+    settle(
+        step,
+        entity,
+        &known,
+        changed,
+        applied,
+        &erp_won,
+        &mut recorded,
+    );
     Ok(recorded)
 }
 
@@ -206,6 +226,7 @@ fn settle(
     known: &Known,
     changed: Vec<(ImportedRecord, String)>,
     applied: Vec<Result<Option<String>, String>>,
+    erp_won: &HashMap<String, ErpWon>,
     recorded: &mut Recorded<'_>,
 ) {
     let mut claimed: HashMap<String, String> = HashMap::new();
@@ -220,6 +241,11 @@ fn settle(
         };
         let mut entry = log(step, entity, Some(external_id.clone()), action);
         entry.response_data = Some(step.connector.redact(record.raw()));
+        if let Some(won) = erp_won.get(&external_id) {
+            entry.action = LogAction::Conflict;
+            entry.request_data = Some(won.platform.clone());
+            entry.error_message = Some(won.message.clone());
+        }
         match result {
             Ok(Some(internal)) => {
                 entry.entity_id = Some(internal.clone());

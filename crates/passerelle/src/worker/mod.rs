@@ -12,6 +12,7 @@
 //! dropped unacknowledged and RabbitMQ redelivers it. Either way nothing is lost: a chunk's
 //! effects commit atomically, and the ERP sees a repeated create as a replay.
 
+mod conflict;
 mod credentials;
 mod dry_run;
 mod export;
