@@ -169,29 +169,8 @@ fn record_call(
     call: &Call,
     rest: &str,
 ) -> Result<Reply, NsError> {
-    if call
-        .header(header::HeaderName::from_static("prefer"))
-        .is_some_and(|p| p.to_ascii_lowercase().contains("respond-async"))
-    {
-        return Err(NsError::bad(
-            "INVALID_REQUEST",
-            "Prefer: respond-async is not simulated by the sandbox.",
-        ));
-    }
     let segments: Vec<&str> = rest.split('/').collect();
-    let ty = segments
-        .first()
-        .and_then(|t| RecordType::parse(t))
-        .ok_or_else(|| {
-            NsError::new(
-                StatusCode::NOT_FOUND,
-                "INVALID_RCRD_TYPE",
-                format!(
-                    "The record type {:?} is invalid or not simulated.",
-                    segments.first()
-                ),
-            )
-        })?;
+    let ty = record_type(call, &segments)?;
     let params = params(call);
     let state = &mut *state;
     let env = Env {
@@ -217,18 +196,7 @@ fn record_call(
         }
         (&Method::PATCH, [_, key]) => {
             let id = data.find(ty, key).ok_or_else(|| missing(key))?;
-            let replace: Vec<String> = param(&params, "replace")
-                .map(|r| r.split(',').map(|s| s.trim().to_owned()).collect())
-                .unwrap_or_default();
-            if let Some(bad) = replace.iter().find(|r| ty.sublist(r).is_none()) {
-                return Err(NsError::bad(
-                    "INVALID_PARAMETER",
-                    format!(
-                        "The sublist '{bad}' in the replace parameter does not exist on {}.",
-                        ty.name()
-                    ),
-                ));
-            }
+            let replace = replaced_sublists(ty, &params)?;
             data.update(
                 env,
                 ty,
@@ -275,6 +243,49 @@ fn record_call(
             format!("No resource at record/v1/{rest}."),
         )),
     }
+}
+
+/// The record type a path names, once `Prefer: respond-async` (not simulated) is refused.
+fn record_type(call: &Call, segments: &[&str]) -> Result<RecordType, NsError> {
+    if call
+        .header(header::HeaderName::from_static("prefer"))
+        .is_some_and(|p| p.to_ascii_lowercase().contains("respond-async"))
+    {
+        return Err(NsError::bad(
+            "INVALID_REQUEST",
+            "Prefer: respond-async is not simulated by the sandbox.",
+        ));
+    }
+    segments
+        .first()
+        .and_then(|t| RecordType::parse(t))
+        .ok_or_else(|| {
+            NsError::new(
+                StatusCode::NOT_FOUND,
+                "INVALID_RCRD_TYPE",
+                format!(
+                    "The record type {:?} is invalid or not simulated.",
+                    segments.first()
+                ),
+            )
+        })
+}
+
+/// NetSuite's `replace` parameter: sublists a `PATCH` replaces instead of merging.
+fn replaced_sublists(ty: RecordType, params: &[(String, String)]) -> Result<Vec<String>, NsError> {
+    let replace: Vec<String> = param(params, "replace")
+        .map(|r| r.split(',').map(|s| s.trim().to_owned()).collect())
+        .unwrap_or_default();
+    if let Some(bad) = replace.iter().find(|r| ty.sublist(r).is_none()) {
+        return Err(NsError::bad(
+            "INVALID_PARAMETER",
+            format!(
+                "The sublist '{bad}' in the replace parameter does not exist on {}.",
+                ty.name()
+            ),
+        ));
+    }
+    Ok(replace)
 }
 
 /// `limit` (1..=1000, default 1000) and `offset` (default 0).

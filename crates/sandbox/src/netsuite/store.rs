@@ -289,26 +289,7 @@ impl Store {
                 invoice.insert(key.into(), value);
             }
         }
-        let lines: Vec<Value> = order
-            .lines
-            .get("item")
-            .into_iter()
-            .flatten()
-            .map(|line| {
-                let mut copy = Map::new();
-                for (key, value) in line {
-                    match key.as_str() {
-                        "item" => copy.insert(key.clone(), json!({ "id": value })),
-                        "quantity" | "rate" | "description" => {
-                            copy.insert(key.clone(), value.clone())
-                        }
-                        _ => None,
-                    };
-                }
-                Value::Object(copy)
-            })
-            .collect();
-        invoice.insert("item".into(), json!({ "items": lines }));
+        invoice.insert("item".into(), json!({ "items": invoice_lines(&order) }));
         invoice.extend(given);
         let system = Map::from_iter([("createdFrom".to_owned(), json!(order_id.to_string()))]);
         let id = self.create_with(
@@ -665,4 +646,25 @@ fn apply(record: &mut Record, changes: Changes, replace: Replace<'_>) -> Result<
         }
     }
     Ok(())
+}
+
+/// An order's item lines as the body of its invoice's lines.
+fn invoice_lines(order: &Record) -> Vec<Value> {
+    order
+        .lines
+        .get("item")
+        .into_iter()
+        .flatten()
+        .map(|line| {
+            let mut copy = Map::new();
+            for (key, value) in line {
+                match key.as_str() {
+                    "item" => copy.insert(key.clone(), json!({ "id": value })),
+                    "quantity" | "rate" | "description" => copy.insert(key.clone(), value.clone()),
+                    _ => None,
+                };
+            }
+            Value::Object(copy)
+        })
+        .collect()
 }
