@@ -16,6 +16,7 @@ mod fault_plan;
 mod faults;
 mod guard;
 mod idempotency;
+pub mod netsuite;
 pub mod odoo;
 mod problem;
 pub mod quickbooks;
@@ -25,6 +26,7 @@ pub mod xero;
 use axum::Router;
 use custom_api::CustomApiSim;
 use dataverse::DataverseSim;
+use netsuite::NetSuiteSim;
 use odoo::OdooSim;
 use quickbooks::QuickBooksSim;
 use sap_b1::SapB1Sim;
@@ -87,6 +89,14 @@ pub enum SandboxError {
     InvalidDatabase(String),
     #[error("no Odoo database {0:?}")]
     UnknownDatabase(String),
+    #[error("invalid NetSuite account: {0}")]
+    InvalidNetSuiteAccount(String),
+    #[error("no NetSuite account {0:?}")]
+    UnknownNetSuiteAccount(String),
+    #[error("no NetSuite record type {0:?} (inventoryItem, customer, salesOrder, invoice)")]
+    UnknownNetSuiteRecordType(String),
+    #[error("no NetSuite {record_type} with internal id {id:?}")]
+    UnknownNetSuiteRecord { record_type: String, id: String },
     #[error(
         "no Odoo model {0:?} (product.product, res.partner, sale.order, sale.order.line, account.move, account.move.line, stock.location, stock.quant)"
     )]
@@ -108,8 +118,8 @@ pub fn router(custom_api: &CustomApiSim) -> Router {
 
 /// Every simulator's routes: the custom API under `/custom_api` (as [`router`]), Xero
 /// under `/xero`, SAP Business One under `/sap_b1` and QuickBooks Online under
-/// `/quickbooks`, Dataverse (Dynamics 365) under `/dataverse` and Odoo under `/odoo`. What
-/// [`Sandbox`] serves.
+/// `/quickbooks`, Dataverse (Dynamics 365) under `/dataverse`, Odoo under `/odoo` and
+/// NetSuite under `/netsuite`. What [`Sandbox`] serves.
 ///
 /// Call every simulator's `cancel_injected_waits` before a graceful shutdown of a server you
 /// built with this.
@@ -120,6 +130,7 @@ pub fn sandbox_router(
     quickbooks: &QuickBooksSim,
     dataverse: &DataverseSim,
     odoo: &OdooSim,
+    netsuite: &NetSuiteSim,
 ) -> Router {
     router(custom_api)
         .nest("/xero", xero::routes(xero.clone()))
@@ -127,6 +138,7 @@ pub fn sandbox_router(
         .nest("/quickbooks", quickbooks::routes(quickbooks.clone()))
         .nest("/dataverse", dataverse::routes(dataverse.clone()))
         .nest("/odoo", odoo::routes(odoo.clone()))
+        .nest("/netsuite", netsuite::routes(netsuite.clone()))
 }
 
 /// A running sandbox server on loopback. Dropping it stops it too, without waiting.
@@ -139,6 +151,7 @@ pub struct Sandbox {
     quickbooks: QuickBooksSim,
     dataverse: DataverseSim,
     odoo: OdooSim,
+    netsuite: NetSuiteSim,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -158,7 +171,16 @@ impl Sandbox {
         let quickbooks = QuickBooksSim::new();
         let dataverse = DataverseSim::new();
         let odoo = OdooSim::new();
-        let app = sandbox_router(&custom_api, &xero, &sap_b1, &quickbooks, &dataverse, &odoo);
+        let netsuite = NetSuiteSim::new();
+        let app = sandbox_router(
+            &custom_api,
+            &xero,
+            &sap_b1,
+            &quickbooks,
+            &dataverse,
+            &odoo,
+            &netsuite,
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -178,6 +200,7 @@ impl Sandbox {
             quickbooks,
             dataverse,
             odoo,
+            netsuite,
             stop: Some(stop),
             server: Some(server),
         })
@@ -261,6 +284,25 @@ impl Sandbox {
         &self.odoo
     }
 
+    /// REST base of a NetSuite account of the simulator, e.g.
+    /// `http://127.0.0.1:41234/netsuite/1234567-sb1` for `1234567_SB1`: what goes in an
+    /// integration's `settings.api_url` (it stands for
+    /// `https://1234567-sb1.suitetalk.api.netsuite.com`). The record API is at
+    /// `{base}/services/rest/record/v1`, SuiteQL at `{base}/services/rest/query/v1/suiteql`,
+    /// the M2M token endpoint at `{base}/services/rest/auth/oauth2/v1/token`.
+    pub fn netsuite_url(&self, account_id: &str) -> String {
+        format!(
+            "http://{}/netsuite/{}",
+            self.addr,
+            netsuite::url_form(account_id)
+        )
+    }
+
+    /// In-process access to the NetSuite simulator's accounts, records, faults and stats.
+    pub fn netsuite(&self) -> &NetSuiteSim {
+        &self.netsuite
+    }
+
     /// Stops serving: no new connections; requests in flight (injected waits cut short)
     /// get a few seconds to finish.
     pub async fn shutdown(mut self) {
@@ -282,6 +324,7 @@ impl Sandbox {
         self.sap_b1.cancel_injected_waits();
         self.dataverse.cancel_injected_waits();
         self.odoo.cancel_injected_waits();
+        self.netsuite.cancel_injected_waits();
         if let Some(stop) = self.stop.take() {
             // The server may already be gone; nothing left to stop then.
             let _ = stop.send(());
