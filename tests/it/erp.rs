@@ -7,6 +7,7 @@ use crate::support::*;
 use passerelle_core::vault::{Credentials, KeyRing, Vault};
 use passerelle_core::{IntegrationId, RunStatus, TenantId};
 use passerelle_sandbox::dataverse::DataverseStats;
+use passerelle_sandbox::netsuite::NetSuiteStats;
 use passerelle_sandbox::odoo::OdooStats;
 use passerelle_sandbox::quickbooks::QuickBooksStats;
 use passerelle_sandbox::sap_b1::SapB1Stats;
@@ -411,5 +412,11 @@ counters!(DataverseStats, rate_limited, |s| {
 counters!(OdooStats, rate_limited, |s| {
     let mut found = held_twice(&s.duplicate_references);
     found.extend(created_twice(&s.creates_by_reference));
+    found
+});
+// NetSuite refuses a second record with an external id; each one creates one record.
+counters!(NetSuiteStats, rate_limited, |s| {
+    let mut found = held_twice(&s.duplicate_external_ids);
+    found.extend(created_twice(&s.creates_by_external_id));
     found
 });

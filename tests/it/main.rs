@@ -17,6 +17,7 @@ mod erp;
 mod limiter;
 mod migrate;
 mod model;
+mod netsuite;
 mod odoo;
 mod outage;
 mod pipeline;

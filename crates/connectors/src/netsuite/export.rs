@@ -13,6 +13,8 @@ use std::time::Instant;
 
 /// The fields of an invoice a `PATCH` may change (its lines came from its order).
 const INVOICE_HEADER: [&str; 3] = ["tranDate", "dueDate", "otherRefNum"];
+/// The sublists we write whole: an item's pricing rows, a transaction's lines.
+const SUBLISTS: [&str; 2] = ["price", "item"];
 
 fn text<'a>(values: &'a Value, field: &str) -> Result<&'a str, ConnectorError> {
     values
@@ -82,12 +84,10 @@ impl NetSuiteConnector {
                     .iter()
                     .filter_map(|f| values.get(*f).map(|v| ((*f).to_owned(), v.clone())))
                     .collect();
-                self.patch(record_type, id, Value::Object(header), false)
-                    .await
+                self.patch(record_type, id, Value::Object(header)).await
             }
             (Some(id), _) => {
-                let lines = values.get("item").is_some();
-                self.patch(record_type, id, without(&values, &["externalId"]), lines)
+                self.patch(record_type, id, without(&values, &["externalId"]))
                     .await
             }
             (None, Entity::Invoice) => self.create_invoice(op, &values).await,
@@ -120,12 +120,16 @@ impl NetSuiteConnector {
         record_type: &str,
         id: &str,
         values: Value,
-        replace_lines: bool,
     ) -> Result<Exported, ConnectorError> {
         let mut url = self.settings.rest(["record", "v1", record_type, id]);
-        if replace_lines {
-            // Our lines are the whole truth; a PATCH would otherwise merge them with NetSuite's.
-            url.query_pairs_mut().append_pair("replace", "item");
+        let replaced: Vec<&str> = SUBLISTS
+            .into_iter()
+            .filter(|s| values.get(*s).is_some())
+            .collect();
+        if !replaced.is_empty() {
+            // Our rows are the whole truth; a PATCH would otherwise merge them with NetSuite's.
+            url.query_pairs_mut()
+                .append_pair("replace", &replaced.join(","));
         }
         self.request(Method::PATCH, url, Some(values), &[], true)
             .await
