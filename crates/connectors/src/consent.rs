@@ -4,15 +4,13 @@
 //! code for the first token set, which the integration's credentials then hold: no admin ever
 //! pastes a refresh token.
 
-use crate::http::{HttpCall, HttpOptions, HttpRuntime};
-use crate::oauth::{Issuer, basic_auth, request_token};
+use crate::http::{HttpOptions, HttpRuntime};
+use crate::oauth::{Issuer, TokenClient, request_token};
 use crate::redact::Redactor;
 use crate::{ConnectorContext, ConnectorError};
 use base64::Engine as _;
 use passerelle_core::IntegrationType;
 use passerelle_core::vault::Credentials;
-use reqwest::Method;
-use reqwest::header::AUTHORIZATION;
 use serde_json::Value;
 use sha2::Digest as _;
 use url::Url;
@@ -29,6 +27,8 @@ pub struct ConsentProfile {
 
 const XERO_SCOPE: &str = "openid profile email offline_access accounting.transactions accounting.contacts accounting.settings";
 const QUICKBOOKS_SCOPE: &str = "com.intuit.quickbooks.accounting";
+/// Sage's scopes are `full_access` and `readonly`: a sync writes.
+const SAGE_SCOPE: &str = "full_access";
 
 /// The consent profile of an integration type, from its settings; `None` for a type whose
 /// credentials are not obtained by consent.
@@ -56,6 +56,15 @@ pub fn profile(
                 scope: QUICKBOOKS_SCOPE,
             })
         }
+        IntegrationType::Sage => {
+            let s = crate::sage::SageSettings::parse(settings, context)?;
+            Some(ConsentProfile {
+                issuer: crate::sage::SAGE,
+                authorize_url: s.authorize_url,
+                token_url: s.token_url,
+                scope: SAGE_SCOPE,
+            })
+        }
         _ => None,
     })
 }
@@ -65,7 +74,7 @@ pub fn profile(
 pub fn uses_consent(integration_type: IntegrationType) -> bool {
     matches!(
         integration_type,
-        IntegrationType::Xero | IntegrationType::QuickBooks
+        IntegrationType::Xero | IntegrationType::QuickBooks | IntegrationType::Sage
     )
 }
 
@@ -116,24 +125,17 @@ impl ConsentProfile {
             ..HttpOptions::default()
         };
         let http = HttpRuntime::new(context, options, redactor)?;
-        let call = HttpCall {
-            method: Method::POST,
-            url: self.token_url.clone(),
-            headers: vec![(
-                AUTHORIZATION,
-                basic_auth(&client_id, &client_secret, vendor)?,
-            )],
-            body: None,
-            raw: None,
-            form: Some(vec![
+        let client = TokenClient::new(self.issuer.client_auth, &client_id, &client_secret, vendor)?;
+        let call = client.call(
+            self.token_url.clone(),
+            vec![
                 ("grant_type".into(), "authorization_code".into()),
                 ("code".into(), code.into()),
                 ("redirect_uri".into(), redirect_uri.into()),
                 ("code_verifier".into(), code_verifier.into()),
-            ]),
-            idempotent: false,
-            conflict_means_in_flight: false,
-        };
+            ],
+            false,
+        );
         let answer = request_token(
             &http,
             &call,

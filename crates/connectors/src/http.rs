@@ -591,6 +591,22 @@ fn problem_detail(body: &[u8]) -> Option<String> {
             }
         }
     }
+    // Sage's errors: `[{"$severity", "$dataCode", "$message", "$source"}]`.
+    if let Some(items) = value.as_array() {
+        for e in items.iter().take(5) {
+            let field = |k: &str| e.get(k).and_then(|v| v.as_str());
+            if let Some(message) = field("$message") {
+                let mut part = match field("$dataCode") {
+                    Some(code) => format!("{code}: {message}"),
+                    None => message.to_owned(),
+                };
+                if let Some(source) = field("$source").filter(|s| !s.is_empty()) {
+                    part.push_str(&format!(" (at {source})"));
+                }
+                parts.push(part);
+            }
+        }
+    }
     // NetSuite's REST errors: `o:errorDetails[{detail, o:errorCode, o:errorPath}]`.
     if let Some(details) = value.get("o:errorDetails").and_then(|v| v.as_array()) {
         for d in details.iter().take(5) {
@@ -616,6 +632,15 @@ fn problem_detail(body: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn sage_error_arrays_are_named_in_the_message() {
+        let body = br#"[{"$severity":"error","$dataCode":"RecordInvalid","$message":"Contact can't be blank","$source":"contact_id"}]"#;
+        assert_eq!(
+            problem_detail(body).unwrap(),
+            "RecordInvalid: Contact can't be blank (at contact_id)"
+        );
+    }
 
     #[test]
     fn netsuite_error_details_are_named_in_the_message() {

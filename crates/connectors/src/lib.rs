@@ -119,6 +119,7 @@ pub mod odoo;
 pub mod quickbooks;
 pub mod rate;
 pub mod redact;
+pub mod sage;
 pub mod sap_b1;
 pub mod settings;
 pub mod urls;
@@ -471,10 +472,11 @@ fn build_any(
             credentials,
             context,
         )?)),
-        other => Err(ConnectorError::fatal(format!(
-            "the {} connector is not available in this release (custom_api, xero, quickbooks, sap_b1, dynamics_365, odoo and netsuite are); the integration can be stored but not synced yet",
-            other.display_name()
-        ))),
+        IntegrationType::Sage => Ok(Arc::new(sage::SageConnector::new(
+            settings,
+            credentials,
+            context,
+        )?)),
     }
 }
 
@@ -490,6 +492,7 @@ pub fn is_available(integration_type: IntegrationType) -> bool {
             | IntegrationType::Dynamics365
             | IntegrationType::Odoo
             | IntegrationType::NetSuite
+            | IntegrationType::Sage
     )
 }
 
@@ -524,9 +527,7 @@ fn validate_any(
         IntegrationType::NetSuite => {
             netsuite::NetSuiteSettings::parse(settings, context).map(|_| ())
         }
-        // Connectors of later releases validate their own settings; until then the shape (a
-        // JSON object) is checked by the store, and no secret may sit in them.
-        _ => settings.map_or(Ok(()), settings::refuse_secret_settings),
+        IntegrationType::Sage => sage::SageSettings::parse(settings, context).map(|_| ()),
     }
 }
 

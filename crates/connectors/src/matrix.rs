@@ -11,6 +11,7 @@ const README: &str = include_str!("../../../docs/connectors/README.md");
 
 /// Settings and credentials each connector can be built with (no request is made).
 fn sample(kind: IntegrationType) -> Option<(Value, Value)> {
+    // Every type has a connector; a new type without one would be listed `None` here.
     let oauth = json!({"client_id": "c", "client_secret": "s", "refresh_token": "r"});
     Some(match kind {
         IntegrationType::CustomApi => (
@@ -38,7 +39,10 @@ fn sample(kind: IntegrationType) -> Option<(Value, Value)> {
             json!({"account_id": "1234567"}),
             json!({"consumer_key": "a", "consumer_secret": "b", "token_id": "c", "token_secret": "d"}),
         ),
-        _ => return None,
+        IntegrationType::Sage => (
+            json!({"business_id": "0123456789abcdef0123456789abcdef", "sales_ledger_account_id": "0123456789abcdef0123456789abcdef", "purchase_ledger_account_id": "0123456789abcdef0123456789abcdef"}),
+            oauth,
+        ),
     })
 }
 

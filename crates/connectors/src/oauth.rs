@@ -56,6 +56,66 @@ pub(crate) fn basic_auth(
     Ok(value)
 }
 
+/// How a client authenticates at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `Authorization: Basic base64(client_id:client_secret)` (Xero, Intuit).
+    Basic,
+    /// `client_id` and `client_secret` in the form (Sage).
+    Post,
+}
+
+/// The client's credentials as a token request carries them: a header or form fields,
+/// marked sensitive either way.
+#[derive(Clone)]
+pub(crate) struct TokenClient {
+    headers: Vec<(reqwest::header::HeaderName, HeaderValue)>,
+    form: Vec<(String, String)>,
+}
+
+impl TokenClient {
+    pub(crate) fn new(
+        how: ClientAuth,
+        client_id: &str,
+        client_secret: &str,
+        vendor: &str,
+    ) -> Result<Self, ConnectorError> {
+        Ok(match how {
+            ClientAuth::Basic => Self {
+                headers: vec![(AUTHORIZATION, basic_auth(client_id, client_secret, vendor)?)],
+                form: Vec::new(),
+            },
+            ClientAuth::Post => Self {
+                headers: Vec::new(),
+                form: vec![
+                    ("client_id".to_owned(), client_id.to_owned()),
+                    ("client_secret".to_owned(), client_secret.to_owned()),
+                ],
+            },
+        })
+    }
+
+    /// A token request of `form` at `url`, authenticated as the client.
+    pub(crate) fn call(
+        &self,
+        url: Url,
+        mut form: Vec<(String, String)>,
+        idempotent: bool,
+    ) -> HttpCall {
+        form.extend(self.form.iter().cloned());
+        HttpCall {
+            method: Method::POST,
+            url,
+            headers: self.headers.clone(),
+            body: None,
+            raw: None,
+            form: Some(form),
+            idempotent,
+            conflict_means_in_flight: false,
+        }
+    }
+}
+
 /// Who issues the tokens, for messages.
 #[derive(Debug, Clone, Copy)]
 pub struct Issuer {
@@ -67,6 +127,8 @@ pub struct Issuer {
     pub default_lifetime_secs: i64,
     /// Whether credentials without a refresh token use the `client_credentials` grant.
     pub client_credentials: bool,
+    /// How the client authenticates at the token endpoint.
+    pub client_auth: ClientAuth,
 }
 
 #[derive(Debug)]
@@ -151,8 +213,8 @@ pub(crate) async fn request_token(
 pub struct OAuthTokens {
     issuer: Issuer,
     token_url: Url,
-    /// `Basic base64(client_id:client_secret)`, marked sensitive.
-    client_auth: HeaderValue,
+    /// The client's id and secret as the issuer takes them, marked sensitive.
+    client_auth: TokenClient,
     state: Mutex<TokenState>,
     store: Option<Arc<dyn CredentialStore>>,
 }
@@ -186,7 +248,12 @@ impl OAuthTokens {
                 message: format!("{} credentials need `refresh_token`", issuer.vendor),
             });
         }
-        let client_auth = basic_auth(&client_id, &client_secret, issuer.vendor)?;
+        let client_auth = TokenClient::new(
+            issuer.client_auth,
+            &client_id,
+            &client_secret,
+            issuer.vendor,
+        )?;
         let access_token = credentials.get_str("access_token").map(str::to_owned);
         let expires_at = credentials
             .get_str("access_token_expires_at")
@@ -258,18 +325,10 @@ impl OAuthTokens {
             ],
             None => vec![("grant_type".to_owned(), "client_credentials".to_owned())],
         };
-        let call = HttpCall {
-            method: Method::POST,
-            url: self.token_url.clone(),
-            headers: vec![(AUTHORIZATION, self.client_auth.clone())],
-            body: None,
-            raw: None,
-            form: Some(form),
-            // A refresh whose answer is lost may be repeated: the replaced refresh token
-            // still works for a grace period.
-            idempotent: true,
-            conflict_means_in_flight: false,
-        };
+        // A refresh whose answer is lost may be repeated: at Xero the replaced refresh token
+        // still works for a grace period; at Sage (single use) the repeat is refused and the
+        // integration must be connected again, which no retry policy can avoid.
+        let call = self.client_auth.call(self.token_url.clone(), form, true);
         let Issuer { vendor, app, .. } = self.issuer;
         let answer = request_token(http, &call, vendor, self.issuer.default_lifetime_secs, |m| {
             format!(
@@ -655,6 +714,7 @@ mod tests {
             app: "the QuickBooks app",
             default_lifetime_secs: 3600,
             client_credentials: false,
+            client_auth: ClientAuth::Basic,
         };
         OAuthTokens::new(issuer, token_url, credentials, None).unwrap()
     }

@@ -40,6 +40,7 @@ use passerelle_core::vault::Credentials;
 use serde_json::Value;
 
 pub(crate) const INTUIT: Issuer = Issuer {
+    client_auth: crate::oauth::ClientAuth::Basic,
     vendor: "Intuit",
     app: "the QuickBooks app",
     default_lifetime_secs: 3600,

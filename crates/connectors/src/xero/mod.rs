@@ -44,6 +44,7 @@ pub(crate) const XERO: Issuer = Issuer {
     default_lifetime_secs: 1800,
     // Custom connections have no refresh token.
     client_credentials: true,
+    client_auth: crate::oauth::ClientAuth::Basic,
 };
 
 impl XeroConnector {
