@@ -20,6 +20,7 @@ fn the_demo_syncs_everything_and_its_api_answers_the_curl_lines_it_prints() {
         "ERP — catalogue and stock ",
         "Xero — contacts, items, quotes ",
         "Odoo — stock import ",
+        "NetSuite — customers, items ",
     ] {
         let row = stdout
             .lines()

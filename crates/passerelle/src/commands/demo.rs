@@ -191,7 +191,12 @@ struct DemoErp {
     xero_refresh_token: String,
     /// The Odoo 17 database whose stock the demo imports, and its API key.
     odoo_key: String,
+    /// The NetSuite sandbox account's TBA token (consumer key and secret, token id and secret).
+    netsuite_tba: [String; 4],
 }
+
+/// The demo's NetSuite account (a sandbox account id, as NetSuite writes it).
+const NETSUITE_ACCOUNT: &str = "7654321_SB1";
 
 /// The demo's Odoo database (XML-RPC, Odoo 17, as most installations still are).
 const ODOO_DB: &str = "demo";
@@ -212,6 +217,7 @@ impl DemoErp {
         ));
         let (xero_tenant, xero_refresh_token) = add_xero_app(&sandbox);
         let odoo_key = add_odoo_database(&sandbox)?;
+        let netsuite_tba = add_netsuite_account(&sandbox)?;
         Ok(Self {
             sandbox,
             orders_key,
@@ -219,16 +225,18 @@ impl DemoErp {
             xero_tenant,
             xero_refresh_token,
             odoo_key,
+            netsuite_tba,
         })
     }
 
     /// What the ERP simulators received, for the summary.
     fn totals(&self) -> String {
         format!(
-            "{}\nAt the Xero sandbox: {}\nAt the Odoo sandbox: {}",
+            "{}\nAt the Xero sandbox: {}\nAt the Odoo sandbox: {}\nAt the NetSuite sandbox: {}",
             sandbox_totals(&self.sandbox, &self.orders_key, &self.catalogue_key),
             xero_totals(&self.sandbox, &self.xero_tenant),
-            odoo_totals(&self.sandbox)
+            odoo_totals(&self.sandbox),
+            netsuite_totals(&self.sandbox)
         )
     }
 }
@@ -303,6 +311,22 @@ fn add_odoo_database(sandbox: &Sandbox) -> anyhow::Result<String> {
     Ok(key)
 }
 
+/// A NetSuite sandbox account (OneWorld, the base tier's 5 concurrent requests) with one TBA
+/// token. Returns its four parts.
+fn add_netsuite_account(sandbox: &Sandbox) -> anyhow::Result<[String; 4]> {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let tba = [
+        format!("demo-consumer-{}", &suffix[..8]),
+        format!("demo-consumer-secret-{suffix}"),
+        format!("demo-token-{}", &suffix[8..16]),
+        format!("demo-token-secret-{suffix}"),
+    ];
+    let config = passerelle_sandbox::netsuite::NetSuiteAccountConfig::new(NETSUITE_ACCOUNT)
+        .with_tba(&tba[0], &tba[1], &tba[2], &tba[3]);
+    sandbox.netsuite().try_add_account(config)?;
+    Ok(tba)
+}
+
 /// What every step of the scenario works with.
 struct Demo<'a> {
     store: &'a Store,
@@ -319,6 +343,7 @@ struct DemoIntegrations {
     catalogue: Integration,
     xero: Integration,
     odoo: Integration,
+    netsuite: Integration,
 }
 
 impl Demo<'_> {
@@ -330,6 +355,7 @@ impl Demo<'_> {
             catalogue: self.create_catalogue_integration().await?,
             xero: self.create_xero_integration().await?,
             odoo: self.create_odoo_integration().await?,
+            netsuite: self.create_netsuite_integration().await?,
         };
         self.test_and_activate(&integrations).await?;
         let (broker, publisher) = crate::worker::connect_publisher(self.settings).await?;
@@ -425,6 +451,33 @@ impl Demo<'_> {
         self.create("Odoo — stock import", "odoo", &fields).await
     }
 
+    async fn create_netsuite_integration(&self) -> anyhow::Result<Integration> {
+        let [consumer_key, consumer_secret, token_id, token_secret] = &self.erp.netsuite_tba;
+        let fields = service::FieldsInput {
+            direction: Some("export".into()),
+            frequency: Some("manual".into()),
+            entities: Some(vec!["customers".into(), "products".into()]),
+            settings: Some(serde_json::json!({
+                "account_id": NETSUITE_ACCOUNT,
+                "api_url": self.erp.sandbox.netsuite_url(NETSUITE_ACCOUNT),
+                "subsidiary_id": "1",
+                // The simulator answers in microseconds: the account's 5 concurrent requests
+                // are the limit here, not our default pace of 20 a second.
+                "rate_limit": {"requests": 500, "per_secs": 1},
+            })),
+            credentials: Some(serde_json::json!({
+                "consumer_key": consumer_key,
+                "consumer_secret": consumer_secret,
+                "token_id": token_id,
+                "token_secret": token_secret,
+            })),
+            webhook_url: None,
+            conflict_policy: None,
+        };
+        self.create("NetSuite — customers, items", "netsuite", &fields)
+            .await
+    }
+
     async fn create(
         &self,
         name: &str,
@@ -451,6 +504,7 @@ impl Demo<'_> {
             &integrations.catalogue,
             &integrations.xero,
             &integrations.odoo,
+            &integrations.netsuite,
         ] {
             let (_, test) =
                 service::test(self.store, self.vault, &self.ctx, integration.id).await?;
@@ -467,7 +521,7 @@ impl Demo<'_> {
             service::set_status(self.store, integration.id, IntegrationStatus::Active).await?;
         }
         say(
-            "activated all four: the scheduler picks up the hourly one, the others are synced manually",
+            "activated all five: the scheduler picks up the hourly one, the others are synced manually",
         );
         Ok(())
     }
@@ -484,10 +538,13 @@ impl Demo<'_> {
             catalogue,
             xero,
             odoo,
+            netsuite,
         } = integrations;
         let manual = service::trigger_sync(self.store, publisher, orders.id, &[], false).await?;
         let to_xero = service::trigger_sync(self.store, publisher, xero.id, &[], false).await?;
         let from_odoo = service::trigger_sync(self.store, publisher, odoo.id, &[], false).await?;
+        let to_netsuite =
+            service::trigger_sync(self.store, publisher, netsuite.id, &[], false).await?;
         let scheduled = wait_for_scheduled_run(self.store, catalogue.id).await?;
         watch(
             self.store,
@@ -496,6 +553,7 @@ impl Demo<'_> {
                 (catalogue.name.clone(), scheduled.id),
                 (xero.name.clone(), to_xero.id),
                 (odoo.name.clone(), from_odoo.id),
+                (netsuite.name.clone(), to_netsuite.id),
             ],
         )
         .await
@@ -642,6 +700,25 @@ fn odoo_totals(sandbox: &Sandbox) -> String {
             stats.authentications,
             stats.records.get("stock.quant").copied().unwrap_or(0)
         ),
+        Err(e) => format!("unavailable ({e})"),
+    }
+}
+
+fn netsuite_totals(sandbox: &Sandbox) -> String {
+    match sandbox.netsuite().stats(NETSUITE_ACCOUNT) {
+        Ok(stats) => {
+            let created = stats
+                .creates
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(t, n)| format!("{n} {t}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "{} TBA-signed requests; created {created}; {} answered 429 (concurrency limit honoured)",
+                stats.tba_requests, stats.rate_limited
+            )
+        }
         Err(e) => format!("unavailable ({e})"),
     }
 }
