@@ -11,7 +11,8 @@ use passerelle_store::SyncRun;
 use std::time::Duration;
 
 /// Exports `products` products to Xero and QuickBooks, a tenth of them to SAP Business One
-/// (whose limit is per second) and a third to Dynamics 365.
+/// (whose limit is per second), a third to Dynamics 365, half to Odoo and a tenth to NetSuite
+/// (its limit is concurrency).
 pub(super) async fn under_their_limits(
     bench: &Bench,
     products: i64,
@@ -22,6 +23,8 @@ pub(super) async fn under_their_limits(
         quickbooks(bench, products).await?,
         sap_b1(bench, products / 10).await?,
         dynamics_365(bench, products / 3).await?,
+        odoo(bench, products / 2).await?,
+        netsuite(bench, products / 10).await?,
     ])
 }
 
@@ -180,6 +183,72 @@ async fn dynamics_365(bench: &Bench, products: i64) -> anyhow::Result<LimitedRun
         stats.requests,
         stats.rate_limited,
         stats.max_requests_in_window,
+    ))
+}
+
+/// Odoo publishes no limit: a throttling proxy allows (and we declare) 10 requests a second;
+/// a chunk of 50 goes in one `create` and one `read` back → 10 / 2 × 50 = 250 records/s.
+async fn odoo(bench: &Bench, products: i64) -> anyhow::Result<LimitedRun> {
+    let mut db = passerelle_sandbox::odoo::OdooDatabaseConfig::new("bench", 17, "bench-bot", "")
+        .with_api_key("bench-odoo-key-0001", None);
+    db.limits.requests_per_second = Some(10);
+    bench.sandbox.odoo().try_add_database(db)?;
+    let integration = ErpIntegration {
+        kind: "odoo",
+        settings: serde_json::json!({"url": bench.sandbox.odoo_url(), "database": "bench", "protocol": "xmlrpc",
+            "rate_limit": {"requests": 10, "per_secs": 1}}),
+        credentials: serde_json::json!({"username": "bench-bot", "api_key": "bench-odoo-key-0001"}),
+    };
+    let run = limited_run(bench, "Bench Odoo", products, integration).await?;
+    let stats = bench.sandbox.odoo().stats("bench")?;
+    Ok(LimitedRun::new(
+        "Odoo",
+        &run,
+        10.0 / 2.0 * 50.0,
+        stats.requests,
+        stats.rate_limited,
+        stats.max_requests_in_window,
+    ))
+}
+
+/// NetSuite limits concurrency, not a rate: 5 requests at once on the base tier. Each upsert
+/// takes 100 ms at the simulator here → 5 / 0.1 s = 50 records/s.
+async fn netsuite(bench: &Bench, products: i64) -> anyhow::Result<LimitedRun> {
+    let account = "1111111_SB1";
+    let sim = bench.sandbox.netsuite();
+    let mut config = passerelle_sandbox::netsuite::NetSuiteAccountConfig::new(account).with_tba(
+        "bench-ck",
+        "bench-cs-0001",
+        "bench-tk",
+        "bench-ts-0001",
+    );
+    config.concurrency_limit = 5;
+    sim.try_add_account(config)?;
+    sim.try_inject(
+        account,
+        passerelle_sandbox::netsuite::Fault::Latency {
+            ms: 100,
+            times: u32::try_from(products * 2).unwrap_or(u32::MAX),
+            method: Some("PUT".into()),
+            path_contains: None,
+        },
+    )?;
+    let integration = ErpIntegration {
+        kind: "netsuite",
+        settings: serde_json::json!({"account_id": account, "api_url": bench.sandbox.netsuite_url(account),
+            "concurrency": 5, "rate_limit": {"requests": 1000, "per_secs": 1}}),
+        credentials: serde_json::json!({"consumer_key": "bench-ck", "consumer_secret": "bench-cs-0001",
+            "token_id": "bench-tk", "token_secret": "bench-ts-0001"}),
+    };
+    let run = limited_run(bench, "Bench NetSuite", products, integration).await?;
+    let stats = sim.stats(account)?;
+    Ok(LimitedRun::new(
+        "NetSuite",
+        &run,
+        5.0 / 0.1,
+        stats.requests,
+        stats.rate_limited,
+        stats.max_concurrent_requests,
     ))
 }
 
