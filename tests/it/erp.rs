@@ -9,6 +9,7 @@ use passerelle_core::{IntegrationId, RunStatus, TenantId};
 use passerelle_sandbox::dataverse::DataverseStats;
 use passerelle_sandbox::netsuite::NetSuiteStats;
 use passerelle_sandbox::odoo::OdooStats;
+use passerelle_sandbox::sage::SageStats;
 use passerelle_sandbox::quickbooks::QuickBooksStats;
 use passerelle_sandbox::sap_b1::SapB1Stats;
 use passerelle_sandbox::xero::XeroStats;
@@ -418,5 +419,11 @@ counters!(OdooStats, rate_limited, |s| {
 counters!(NetSuiteStats, rate_limited, |s| {
     let mut found = held_twice(&s.duplicate_external_ids);
     found.extend(created_twice(&s.creates_by_external_id));
+    found
+});
+// Sage replays a repeated idempotency_id; each reference creates one record.
+counters!(SageStats, rate_limited, |s| {
+    let mut found = held_twice(&s.duplicate_references);
+    found.extend(created_twice(&s.creates_by_reference));
     found
 });

@@ -23,6 +23,7 @@ mod outage;
 mod pipeline;
 mod proxy;
 mod quickbooks;
+mod sage;
 mod sap_b1;
 mod vault;
 mod worker;

@@ -34,9 +34,9 @@ impl SageConnector {
     ) -> Result<HttpReply, ConnectorError> {
         let business = HeaderValue::from_str(&self.settings.business_id)
             .map_err(|_| ConnectorError::config("settings.business_id is not a usable header"))?;
-        // A create is not repeated in place: the job's retry repeats it with its
-        // idempotency_id, which Sage answers from its store.
-        let idempotent = method != Method::POST;
+        // Every call may be repeated after a lost answer: reads and PUTs are idempotent, and
+        // a create carries its idempotency_id, which Sage answers from its store.
+        let idempotent = true;
         let build = |token: HeaderValue| {
             crate::json_call(
                 method.clone(),
