@@ -5,8 +5,8 @@
 use super::errors::{Failure, invalid};
 use super::model::{self, Origin};
 use super::store::Resource;
-use super::tokens::{Bearer, RefreshRefusal, Scope};
-use super::{Business, BusinessState, SageAppConfig, SageSim, fields, list, lock, namespace};
+use super::tokens::{Bearer, Issued, RefreshRefusal, Scope};
+use super::{App, Business, BusinessState, SageAppConfig, SageSim, fields, list, lock, namespace};
 use crate::authorization::CodeExchange;
 use crate::fault_plan::{self, FaultAnswers, Outcome};
 use crate::faults::{Admission, Fault, Injection};
@@ -137,27 +137,10 @@ async fn token(
     };
     let now = Utc::now();
     let issued = match grant_type.as_deref() {
-        Some("refresh_token") => {
-            let Some(presented) = param("refresh_token") else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
-            };
-            let issued =
-                lock(&sim.shared.tokens).refresh(&client_id, &presented, config.lifetimes(), now);
-            let mut state = lock(&app.state);
-            match issued {
-                Ok(issued) => {
-                    state.token_refreshes += 1;
-                    issued
-                }
-                Err(refusal) => {
-                    state.rejected_refreshes += 1;
-                    if refusal == RefreshRefusal::Reused {
-                        state.reused_refresh_tokens += 1;
-                    }
-                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
-                }
-            }
-        }
+        Some("refresh_token") => match param("refresh_token") {
+            Some(presented) => refresh(&sim, &app, &client_id, &presented, &config, now),
+            None => Err("invalid_request"),
+        },
         Some("authorization_code") => {
             let (code, redirect_uri, code_verifier) =
                 (param("code"), param("redirect_uri"), param("code_verifier"));
@@ -167,17 +150,20 @@ async fn token(
                 redirect_uri: redirect_uri.as_deref(),
                 code_verifier: code_verifier.as_deref(),
             };
-            let issued = super::consent::exchange(&sim, &request, config.lifetimes(), now);
-            match issued {
+            match super::consent::exchange(&sim, &request, config.lifetimes(), now) {
                 Ok(issued) => {
                     lock(&app.state).code_exchanges += 1;
-                    issued
+                    Ok(issued)
                 }
-                Err(error) => return oauth_error(StatusCode::BAD_REQUEST, error.error()),
+                Err(error) => Err(error.error()),
             }
         }
         // Sage's guide: a grant type other than these two answers invalid_grant.
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant"),
+        _ => Err("invalid_grant"),
+    };
+    let issued = match issued {
+        Ok(issued) => issued,
+        Err(error) => return oauth_error(StatusCode::BAD_REQUEST, error),
     };
     json_response(
         StatusCode::OK,
@@ -191,6 +177,33 @@ async fn token(
             "requested_by_id": issued.requested_by_id,
         }),
     )
+}
+
+/// `grant_type=refresh_token` for an authenticated client, counted on the app; `Err` is
+/// the OAuth `error`.
+fn refresh(
+    sim: &SageSim,
+    app: &App,
+    client_id: &str,
+    presented: &str,
+    config: &SageAppConfig,
+    now: DateTime<Utc>,
+) -> Result<Issued, &'static str> {
+    let issued = lock(&sim.shared.tokens).refresh(client_id, presented, config.lifetimes(), now);
+    let mut state = lock(&app.state);
+    match issued {
+        Ok(issued) => {
+            state.token_refreshes += 1;
+            Ok(issued)
+        }
+        Err(refusal) => {
+            state.rejected_refreshes += 1;
+            if refusal == RefreshRefusal::Reused {
+                state.reused_refresh_tokens += 1;
+            }
+            Err("invalid_grant")
+        }
+    }
 }
 
 // --- API ---

@@ -51,35 +51,38 @@ pub(crate) fn write(
         merged.insert(k, v);
     }
     let mut errors = fields::check(&merged, specs(resource), "");
-    if errors.is_empty() {
-        errors = match render(data, resource, &merged, id, origin) {
-            Ok(mut body) => {
-                let id = id
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
-                let at = data.stamp(now);
-                let created = existing
-                    .as_ref()
-                    .and_then(|s| s.body.get("created_at").cloned())
-                    .unwrap_or_else(|| Value::String(iso(at)));
-                number_document(data, resource, &mut merged, &mut body);
-                finish(resource, &id, &mut body, created, at);
-                if resource == Resource::StockMovements && existing.is_none() {
-                    apply_movement(data, &merged, at);
-                }
-                data.put(
-                    resource,
-                    &id,
-                    Stored {
-                        input: merged,
-                        body,
-                        updated: at,
-                    },
-                );
-                return Ok(id);
+    match render(data, resource, &merged, id, origin) {
+        Ok(mut body) if errors.is_empty() => {
+            let id = id
+                .map(str::to_owned)
+                .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+            let at = data.stamp(now);
+            let created = existing
+                .as_ref()
+                .and_then(|s| s.body.get("created_at").cloned())
+                .unwrap_or_else(|| Value::String(iso(at)));
+            number_document(data, resource, &mut merged, &mut body);
+            finish(resource, &id, &mut body, created, at);
+            if resource == Resource::StockMovements && existing.is_none() {
+                apply_movement(data, &merged, at);
             }
-            Err(errors) => errors,
-        };
+            let stored = Stored {
+                input: merged,
+                body,
+                updated: at,
+            };
+            data.put(resource, &id, stored);
+            return Ok(id);
+        }
+        Ok(_) => {}
+        Err(more) => {
+            // One error per attribute: a wrong type need not also read "can't be blank".
+            for error in more {
+                if !errors.iter().any(|e| e.source == error.source) {
+                    errors.push(error);
+                }
+            }
+        }
     }
     Err(Failure::invalid(errors))
 }
