@@ -20,6 +20,7 @@ pub mod netsuite;
 pub mod odoo;
 mod problem;
 pub mod quickbooks;
+pub mod sage;
 pub mod sap_b1;
 pub mod xero;
 
@@ -29,6 +30,7 @@ use dataverse::DataverseSim;
 use netsuite::NetSuiteSim;
 use odoo::OdooSim;
 use quickbooks::QuickBooksSim;
+use sage::SageSim;
 use sap_b1::SapB1Sim;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -101,6 +103,14 @@ pub enum SandboxError {
         "no Odoo model {0:?} (product.product, res.partner, sale.order, sale.order.line, account.move, account.move.line, stock.location, stock.quant)"
     )]
     UnknownOdooModel(String),
+    #[error("invalid Sage app: {0}")]
+    InvalidSageApp(String),
+    #[error("no Sage business {0:?}")]
+    UnknownSageBusiness(String),
+    #[error(
+        "no Sage resource {0:?} (contacts, stock_items, stock_movements, sales_quotes, sales_estimates, sales_invoices)"
+    )]
+    UnknownSageResource(String),
 }
 
 /// The custom API simulator's routes under `/custom_api`. Unknown paths answer a
@@ -118,11 +128,14 @@ pub fn router(custom_api: &CustomApiSim) -> Router {
 
 /// Every simulator's routes: the custom API under `/custom_api` (as [`router`]), Xero
 /// under `/xero`, SAP Business One under `/sap_b1` and QuickBooks Online under
-/// `/quickbooks`, Dataverse (Dynamics 365) under `/dataverse`, Odoo under `/odoo` and
-/// NetSuite under `/netsuite`. What [`Sandbox`] serves.
+/// `/quickbooks`, Dataverse (Dynamics 365) under `/dataverse`, Odoo under `/odoo`,
+/// NetSuite under `/netsuite` and Sage Business Cloud Accounting under `/sage`. What
+/// [`Sandbox`] serves.
 ///
 /// Call every simulator's `cancel_injected_waits` before a graceful shutdown of a server you
 /// built with this.
+// One argument per simulator: a new simulator is one more argument, not a new API.
+#[allow(clippy::too_many_arguments)]
 pub fn sandbox_router(
     custom_api: &CustomApiSim,
     xero: &XeroSim,
@@ -131,6 +144,7 @@ pub fn sandbox_router(
     dataverse: &DataverseSim,
     odoo: &OdooSim,
     netsuite: &NetSuiteSim,
+    sage: &SageSim,
 ) -> Router {
     router(custom_api)
         .nest("/xero", xero::routes(xero.clone()))
@@ -139,6 +153,7 @@ pub fn sandbox_router(
         .nest("/dataverse", dataverse::routes(dataverse.clone()))
         .nest("/odoo", odoo::routes(odoo.clone()))
         .nest("/netsuite", netsuite::routes(netsuite.clone()))
+        .nest("/sage", sage::routes(sage.clone()))
 }
 
 /// A running sandbox server on loopback. Dropping it stops it too, without waiting.
@@ -152,6 +167,7 @@ pub struct Sandbox {
     dataverse: DataverseSim,
     odoo: OdooSim,
     netsuite: NetSuiteSim,
+    sage: SageSim,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -172,6 +188,7 @@ impl Sandbox {
         let dataverse = DataverseSim::new();
         let odoo = OdooSim::new();
         let netsuite = NetSuiteSim::new();
+        let sage = SageSim::new();
         let app = sandbox_router(
             &custom_api,
             &xero,
@@ -180,6 +197,7 @@ impl Sandbox {
             &dataverse,
             &odoo,
             &netsuite,
+            &sage,
         );
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -201,6 +219,7 @@ impl Sandbox {
             dataverse,
             odoo,
             netsuite,
+            sage,
             stop: Some(stop),
             server: Some(server),
         })
@@ -303,6 +322,19 @@ impl Sandbox {
         &self.netsuite
     }
 
+    /// Base URL of the Sage Business Cloud Accounting simulator, e.g.
+    /// `http://127.0.0.1:41234/sage`: the API is at `{base}/v3.1` (standing for
+    /// `https://api.accounting.sage.com/v3.1`), the authorization endpoint at
+    /// `{base}/oauth2/auth/central` and the token endpoint at `{base}/oauth/token`.
+    pub fn sage_url(&self) -> String {
+        format!("http://{}/sage", self.addr)
+    }
+
+    /// In-process access to the Sage simulator's apps, businesses, records, faults and stats.
+    pub fn sage(&self) -> &SageSim {
+        &self.sage
+    }
+
     /// Stops serving: no new connections; requests in flight (injected waits cut short)
     /// get a few seconds to finish.
     pub async fn shutdown(mut self) {
@@ -325,6 +357,7 @@ impl Sandbox {
         self.dataverse.cancel_injected_waits();
         self.odoo.cancel_injected_waits();
         self.netsuite.cancel_injected_waits();
+        self.sage.cancel_injected_waits();
         if let Some(stop) = self.stop.take() {
             // The server may already be gone; nothing left to stop then.
             let _ = stop.send(());
