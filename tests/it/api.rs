@@ -1545,3 +1545,68 @@ async fn quickbooks_is_connected_by_consent_for_the_configured_company_only() {
         json!(["client_id", "client_secret"])
     );
 }
+
+#[tokio::test]
+async fn sage_is_connected_by_consent_with_its_client_authenticated_in_the_form() {
+    let api = Api::start("api_oauth_sage").await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sage = api.env.sandbox.sage_url();
+    let business = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
+    let mut app =
+        passerelle_sandbox::sage::SageAppConfig::new("sage-app", "sage-secret-0001", business);
+    app.redirect_uris = vec![format!("{}/api/v1/oauth/callback", api.base)];
+    api.env.sandbox.sage().add_app(app);
+    let created = api
+        .call(
+            Method::POST,
+            "/api/v1/integrations",
+            &api.a.admin,
+            Some(json!({
+                "name": "Sage", "type": "sage", "entities": ["customer"],
+                "settings": {
+                    "business_id": business,
+                    "sales_ledger_account_id": passerelle_sandbox::sage::DEFAULT_SALES_LEDGER_ACCOUNT,
+                    "purchase_ledger_account_id": passerelle_sandbox::sage::DEFAULT_PURCHASE_LEDGER_ACCOUNT,
+                    "api_url": format!("{sage}/v3.1"),
+                    "token_url": format!("{sage}/oauth/token"),
+                    "authorize_url": format!("{sage}/oauth2/auth/central?filter=apiv3.1"),
+                },
+                "credentials": {"client_id": "sage-app", "client_secret": "sage-secret-0001"},
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.body["id"].as_i64().unwrap();
+    let started = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/integrations/{id}/oauth/start"),
+            &api.a.admin,
+            None,
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.text);
+    let authorize = started.body["authorization_url"].as_str().unwrap();
+    let asked = query_of(authorize);
+    assert_eq!(
+        (asked["filter"].as_str(), asked["scope"].as_str()),
+        ("apiv3.1", "full_access")
+    );
+    let callback = location(&browser, authorize, StatusCode::FOUND).await;
+    let outcome = query_of(&location(&browser, &callback, StatusCode::SEE_OTHER).await);
+    assert_eq!(outcome["status"], "connected", "{outcome:?}");
+    let tested = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/integrations/{id}/test"),
+            &api.a.admin,
+            None,
+        )
+        .await;
+    assert_eq!(tested.body["ok"], true, "{}", tested.text);
+    let stats = api.env.sandbox.sage().stats(business).unwrap();
+    assert_eq!(stats.code_exchanges, 1, "{stats:?}");
+}
