@@ -83,6 +83,24 @@ pub trait Erp {
         (seeded, integration)
     }
 
+    /// How many rows of a platform table (`products`, `customers`, `orders`, `invoices`) the
+    /// tenant has.
+    async fn platform_count(&self, table: &str, tenant: TenantId) -> u64 {
+        // The table name comes from the suites, never from input.
+        let sql = match table {
+            "products" => "SELECT count(*) FROM platform.products WHERE tenant_id = $1",
+            "customers" => "SELECT count(*) FROM platform.customers WHERE tenant_id = $1",
+            "orders" => "SELECT count(*) FROM platform.orders WHERE tenant_id = $1",
+            _ => "SELECT count(*) FROM platform.invoices WHERE tenant_id = $1",
+        };
+        let n: i64 = sqlx::query_scalar(sql)
+            .bind(tenant)
+            .fetch_one(self.env().db.store.pool())
+            .await
+            .unwrap();
+        u64::try_from(n).unwrap()
+    }
+
     /// The error messages of the first records the integration failed.
     async fn failures(&self, integration: IntegrationId) -> Vec<String> {
         sqlx::query_scalar("SELECT error_message FROM integration_logs WHERE integration_id = $1 AND status = 'failed' ORDER BY id LIMIT 5")

@@ -3,7 +3,7 @@
 
 use crate::erp::*;
 use crate::support::*;
-use passerelle_core::{RunStatus, TenantId};
+use passerelle_core::RunStatus;
 use passerelle_sandbox::netsuite::{Fault, NetSuiteAccountConfig, NetSuiteStats};
 use std::time::Duration;
 
@@ -86,21 +86,6 @@ impl Ns {
     fn records(&self, record_type: &str) -> Vec<serde_json::Value> {
         self.env.sandbox.netsuite().records(ACCOUNT, record_type)
     }
-
-    async fn count(&self, table: &str, tenant: TenantId) -> u64 {
-        let sql = match table {
-            "products" => "SELECT count(*) FROM platform.products WHERE tenant_id = $1",
-            "customers" => "SELECT count(*) FROM platform.customers WHERE tenant_id = $1",
-            "orders" => "SELECT count(*) FROM platform.orders WHERE tenant_id = $1",
-            _ => "SELECT count(*) FROM platform.invoices WHERE tenant_id = $1",
-        };
-        let n: i64 = sqlx::query_scalar(sql)
-            .bind(tenant)
-            .fetch_one(self.env.db.store.pool())
-            .await
-            .unwrap();
-        u64::try_from(n).unwrap()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +110,7 @@ async fn netsuite_tba_exports_items_customers_orders_and_invoices_once_then_patc
     ] {
         assert_eq!(
             count(&stats.creates, record_type),
-            ns.count(table, tenant).await,
+            ns.platform_count(table, tenant).await,
             "{record_type}: {stats:?}"
         );
     }
@@ -257,7 +242,7 @@ async fn netsuite_creates_accepted_but_unanswered_are_not_made_twice() {
     ns.sync_succeeds(integration).await;
     let stats = ns.stats();
     assert_records(&stats, &[("salesOrder", 10)]);
-    let invoices = ns.count("invoices", seeded.tenant_id).await;
+    let invoices = ns.platform_count("invoices", seeded.tenant_id).await;
     assert!(invoices > 0);
     assert_eq!(count(&stats.records, "invoice"), invoices, "{stats:?}");
     ns.assert_created_once();

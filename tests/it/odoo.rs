@@ -3,7 +3,7 @@
 
 use crate::erp::*;
 use crate::support::*;
-use passerelle_core::{IntegrationStatus, RunStatus, TenantId};
+use passerelle_core::{IntegrationStatus, RunStatus};
 use passerelle_sandbox::odoo::{Fault, OdooApiKey, OdooDatabaseConfig, OdooStats};
 use rust_decimal::Decimal;
 
@@ -74,22 +74,6 @@ impl Odoo {
         self.env.sandbox.odoo().records(self.db, model)
     }
 
-    async fn count(&self, table: &str, tenant: TenantId) -> u64 {
-        // The table name comes from this file, never from input.
-        let sql = match table {
-            "products" => "SELECT count(*) FROM platform.products WHERE tenant_id = $1",
-            "customers" => "SELECT count(*) FROM platform.customers WHERE tenant_id = $1",
-            "orders" => "SELECT count(*) FROM platform.orders WHERE tenant_id = $1",
-            _ => "SELECT count(*) FROM platform.invoices WHERE tenant_id = $1",
-        };
-        let n: i64 = sqlx::query_scalar(sql)
-            .bind(tenant)
-            .fetch_one(self.env.db.store.pool())
-            .await
-            .unwrap();
-        u64::try_from(n).unwrap()
-    }
-
     /// Exports everything, checks every record went in once, in batches, with its links
     /// resolved; then one changed product is written, nothing created again.
     async fn exports_everything_then_writes_a_change(&self) -> OdooStats {
@@ -112,7 +96,7 @@ impl Odoo {
         ] {
             assert_eq!(
                 count(&stats.creates, model),
-                self.count(table, tenant).await,
+                self.platform_count(table, tenant).await,
                 "{model}: {stats:?}"
             );
         }

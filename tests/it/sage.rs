@@ -3,7 +3,7 @@
 
 use crate::erp::*;
 use crate::support::*;
-use passerelle_core::{IntegrationStatus, RunStatus, TenantId};
+use passerelle_core::{IntegrationStatus, RunStatus};
 use passerelle_sandbox::sage::{
     DEFAULT_PURCHASE_LEDGER_ACCOUNT, DEFAULT_SALES_LEDGER_ACCOUNT, Fault, SageAppConfig, SageStats,
 };
@@ -65,21 +65,6 @@ impl Sage {
     fn records(&self, resource: &str) -> Vec<serde_json::Value> {
         self.env.sandbox.sage().records(BUSINESS, resource)
     }
-
-    async fn count(&self, table: &str, tenant: TenantId) -> u64 {
-        let sql = match table {
-            "products" => "SELECT count(*) FROM platform.products WHERE tenant_id = $1",
-            "customers" => "SELECT count(*) FROM platform.customers WHERE tenant_id = $1",
-            "orders" => "SELECT count(*) FROM platform.orders WHERE tenant_id = $1",
-            _ => "SELECT count(*) FROM platform.invoices WHERE tenant_id = $1",
-        };
-        let n: i64 = sqlx::query_scalar(sql)
-            .bind(tenant)
-            .fetch_one(self.env.db.store.pool())
-            .await
-            .unwrap();
-        u64::try_from(n).unwrap()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +89,7 @@ async fn sage_exports_stock_items_contacts_quotes_and_invoices_once_then_updates
     ] {
         assert_eq!(
             count(&stats.creates, resource),
-            sage.count(table, tenant).await,
+            sage.platform_count(table, tenant).await,
             "{resource}: {stats:?}"
         );
     }
@@ -223,7 +208,7 @@ async fn sage_invoices_created_but_unanswered_are_replayed_by_their_idempotency_
     let _w = sage.env.worker(1);
     sage.sync_succeeds(integration).await;
     let stats = sage.stats();
-    let invoices = sage.count("invoices", seeded.tenant_id).await;
+    let invoices = sage.platform_count("invoices", seeded.tenant_id).await;
     assert!(invoices > 0);
     assert_records(&stats, &[("sales_invoices", invoices)]);
     assert!(

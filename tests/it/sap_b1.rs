@@ -3,7 +3,7 @@
 
 use crate::erp::*;
 use crate::support::*;
-use passerelle_core::{RunStatus, TenantId};
+use passerelle_core::RunStatus;
 use passerelle_sandbox::sap_b1::{Fault, SapB1CompanyConfig, SapB1Stats};
 use std::time::Duration;
 
@@ -50,22 +50,6 @@ impl B1 {
             .unwrap();
         Self { env }
     }
-
-    async fn count(&self, table: &str, tenant: TenantId) -> u64 {
-        // The table name comes from this file, never from input.
-        let sql = match table {
-            "products" => "SELECT count(*) FROM platform.products WHERE tenant_id = $1",
-            "customers" => "SELECT count(*) FROM platform.customers WHERE tenant_id = $1",
-            "orders" => "SELECT count(*) FROM platform.orders WHERE tenant_id = $1",
-            _ => "SELECT count(*) FROM platform.invoices WHERE tenant_id = $1",
-        };
-        let n: i64 = sqlx::query_scalar(sql)
-            .bind(tenant)
-            .fetch_one(self.env.db.store.pool())
-            .await
-            .unwrap();
-        u64::try_from(n).unwrap()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,15 +66,21 @@ async fn sap_b1_exports_items_partners_orders_and_invoices_exactly_once_then_pat
     let _w = b1.env.worker(2);
     b1.sync_succeeds(integration).await;
     let stats = b1.stats();
-    assert_eq!(stats.creates["Items"], b1.count("products", tenant).await);
+    assert_eq!(
+        stats.creates["Items"],
+        b1.platform_count("products", tenant).await
+    );
     assert_eq!(
         stats.creates["BusinessPartners"],
-        b1.count("customers", tenant).await
+        b1.platform_count("customers", tenant).await
     );
-    assert_eq!(stats.creates["Orders"], b1.count("orders", tenant).await);
+    assert_eq!(
+        stats.creates["Orders"],
+        b1.platform_count("orders", tenant).await
+    );
     assert_eq!(
         stats.creates["Invoices"],
-        b1.count("invoices", tenant).await
+        b1.platform_count("invoices", tenant).await
     );
     assert!(stats.creates["Invoices"] > 0);
     b1.assert_created_once();
@@ -129,7 +119,10 @@ async fn sap_b1_exports_items_partners_orders_and_invoices_exactly_once_then_pat
     b1.sync_ends(integration, RunStatus::Succeeded, 1, 0).await;
     let stats = b1.stats();
     assert_updates(&stats, &[("Items", 1)]);
-    assert_eq!(stats.creates["Items"], b1.count("products", tenant).await);
+    assert_eq!(
+        stats.creates["Items"],
+        b1.platform_count("products", tenant).await
+    );
     let item = b1
         .env
         .sandbox
@@ -398,7 +391,7 @@ async fn sap_b1_service_invoices_book_on_the_configured_gl_account() {
     let invoices = b1.env.sandbox.sap_b1().records(DB, "Invoices");
     assert_eq!(
         invoices.len() as u64,
-        b1.count("invoices", seeded.tenant_id).await
+        b1.platform_count("invoices", seeded.tenant_id).await
     );
     for invoice in &invoices {
         assert_eq!(invoice["DocType"], "dDocument_Service", "{invoice}");

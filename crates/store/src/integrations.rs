@@ -208,6 +208,34 @@ fn check_name(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The status, frequency and next run an update leaves: a reconfigured active integration is
+/// retested; a new frequency starts a new schedule; an activated scheduled one is due at once.
+fn schedule_after(
+    current: &Integration,
+    patch: &IntegrationPatch,
+    now: DateTime<Utc>,
+) -> (IntegrationStatus, SyncFrequency, Option<DateTime<Utc>>) {
+    let frequency = patch.sync_frequency.unwrap_or(current.sync_frequency);
+    let status = if patch.retest && current.status == IntegrationStatus::Active {
+        IntegrationStatus::Testing
+    } else {
+        patch.status.unwrap_or(current.status)
+    };
+    let next_sync_at = if patch
+        .sync_frequency
+        .is_some_and(|f| f != current.sync_frequency)
+    {
+        next_sync_after(frequency, None, now)
+    } else if frequency == SyncFrequency::Manual {
+        None
+    } else if status == IntegrationStatus::Active && current.next_sync_at.is_none() {
+        Some(now)
+    } else {
+        current.next_sync_at
+    };
+    (status, frequency, next_sync_at)
+}
+
 impl Store {
     /// Inserts an integration, sealing its credentials with the row's own id and tenant as
     /// associated data. Needs a vault only when credentials are given.
@@ -349,25 +377,7 @@ impl Store {
             self.record_key_fingerprint(vault, vault.ring().active_key_id())
                 .await?;
         }
-        let frequency = patch.sync_frequency.unwrap_or(current.sync_frequency);
-        let status = if patch.retest && current.status == IntegrationStatus::Active {
-            IntegrationStatus::Testing
-        } else {
-            patch.status.unwrap_or(current.status)
-        };
-        let next_sync_at = if patch
-            .sync_frequency
-            .is_some_and(|f| f != current.sync_frequency)
-        {
-            next_sync_after(frequency, None, now)
-        } else if frequency == SyncFrequency::Manual {
-            None
-        } else if status == IntegrationStatus::Active && current.next_sync_at.is_none() {
-            // Activation of a scheduled integration: due at once.
-            Some(now)
-        } else {
-            current.next_sync_at
-        };
+        let (status, frequency, next_sync_at) = schedule_after(&current, &patch, now);
         let row = sqlx::query_as::<_, Integration>(
             "UPDATE integrations SET
                 name = COALESCE($2, name),

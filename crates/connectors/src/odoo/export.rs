@@ -99,24 +99,7 @@ impl OdooConnector {
         results: &mut [Option<ExportResult>],
     ) {
         let start = Instant::now();
-        let mut seen = HashSet::new();
-        let mut pending = Vec::new();
-        for create in creates {
-            if seen.insert(create.reference.clone()) {
-                pending.push(create);
-            } else {
-                results[create.index] = Some(ops[create.index].failed(
-                    ConnectorError::rejected(
-                        format!(
-                            "another record of this chunk has the same {} {:?}",
-                            target.reference, create.reference
-                        ),
-                        None,
-                    ),
-                    start,
-                ));
-            }
-        }
+        let mut pending = unique(target, ops, creates, results, start);
         // Creates an earlier attempt may have made: adopt what Odoo already holds.
         let retried: Vec<String> = pending
             .iter()
@@ -254,6 +237,36 @@ impl OdooConnector {
             ))),
         }
     }
+}
+
+/// The creates of a chunk, each reference once: a second record with the same reference is
+/// refused (Odoo would hold two records no lookup could tell apart).
+fn unique(
+    target: Target,
+    ops: &[ExportOp],
+    creates: Vec<Pending>,
+    results: &mut [Option<ExportResult>],
+    start: Instant,
+) -> Vec<Pending> {
+    let mut seen = HashSet::new();
+    let mut pending = Vec::new();
+    for create in creates {
+        if seen.insert(create.reference.clone()) {
+            pending.push(create);
+        } else {
+            results[create.index] = Some(ops[create.index].failed(
+                ConnectorError::rejected(
+                    format!(
+                        "another record of this chunk has the same {} {:?}",
+                        target.reference, create.reference
+                    ),
+                    None,
+                ),
+                start,
+            ));
+        }
+    }
+    pending
 }
 
 /// Our reference in a record's values: the export's key to what Odoo created.

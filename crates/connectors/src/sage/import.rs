@@ -115,27 +115,7 @@ impl SageConnector {
                 since: cursor.updated_since.map(stamp),
             },
         };
-        let mut url = self.settings.resource(resource, None);
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("items_per_page", &super::IMPORT_PAGE_SIZE.to_string())
-                .append_pair("page", &token.page.to_string());
-            if entity == Entity::Customer {
-                q.append_pair("contact_type_id", "CUSTOMER");
-            }
-            match (&token.since, token.deleted) {
-                (Some(since), true) => {
-                    q.append_pair("deleted_since", since);
-                }
-                (since, false) => {
-                    q.append_pair("attributes", "all");
-                    if let Some(since) = since {
-                        q.append_pair("updated_or_created_since", since);
-                    }
-                }
-                (None, true) => {}
-            }
-        }
+        let url = self.page_url(resource, entity, &token);
         let what = format!("GET {resource}");
         let body = self.call(Method::GET, url, None).await?.json(&what)?;
         let items = body
@@ -179,6 +159,32 @@ impl SageConnector {
             self.http.redactor(),
             next_page,
         ))
+    }
+
+    /// The URL of one page: the changes since the pass's start, or what was deleted since.
+    fn page_url(&self, resource: &str, entity: Entity, token: &PageToken) -> url::Url {
+        let mut url = self.settings.resource(resource, None);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("items_per_page", &super::IMPORT_PAGE_SIZE.to_string())
+                .append_pair("page", &token.page.to_string());
+            if entity == Entity::Customer {
+                q.append_pair("contact_type_id", "CUSTOMER");
+            }
+            match (&token.since, token.deleted) {
+                (Some(since), true) => {
+                    q.append_pair("deleted_since", since);
+                }
+                (since, false) => {
+                    q.append_pair("attributes", "all");
+                    if let Some(since) = since {
+                        q.append_pair("updated_or_created_since", since);
+                    }
+                }
+                (None, true) => {}
+            }
+        }
+        url
     }
 }
 

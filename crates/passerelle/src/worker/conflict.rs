@@ -55,6 +55,31 @@ fn message(policy: &ConflictPolicy, entity: Entity, winner: Winner) -> String {
     }
 }
 
+/// The log row of a conflict the platform won: `(platform, erp)` versions.
+fn platform_won(
+    step: &StepContext<'_>,
+    entity: Entity,
+    internal: String,
+    record: &ImportedRecord,
+    (platform, erp): (serde_json::Value, serde_json::Value),
+    message: String,
+) -> NewLog {
+    NewLog {
+        integration_id: step.integration.id,
+        tenant_id: step.integration.tenant_id,
+        entity_type: entity.log_entity(),
+        entity_id: Some(internal),
+        external_id: Some(record.external_id().to_owned()),
+        action: LogAction::Conflict,
+        direction: LogDirection::Import,
+        status: LogStatus::Success,
+        request_data: Some(platform),
+        response_data: Some(erp),
+        error_message: Some(message),
+        duration_ms: None,
+    }
+}
+
 /// Sorts a page's changed records: no conflict, written; an ERP copy older than the
 /// platform's change, skipped (the export sends the platform's); a conflict, written or
 /// skipped as the policy says, and logged with both versions either way.
@@ -117,20 +142,10 @@ pub(super) async fn sort_out(
                         sorted.records.push((record, hash));
                     }
                     Winner::Platform => {
-                        logs.push(NewLog {
-                            integration_id: step.integration.id,
-                            tenant_id: step.integration.tenant_id,
-                            entity_type: entity.log_entity(),
-                            entity_id: Some(internal),
-                            external_id: Some(record.external_id().to_owned()),
-                            action: LogAction::Conflict,
-                            direction: LogDirection::Import,
-                            status: LogStatus::Success,
-                            request_data: Some(snapshot.row.clone()),
-                            response_data: Some(step.connector.redact(record.raw())),
-                            error_message: Some(text),
-                            duration_ms: None,
-                        });
+                        let versions = (snapshot.row.clone(), step.connector.redact(record.raw()));
+                        logs.push(platform_won(
+                            step, entity, internal, &record, versions, text,
+                        ));
                         tally.skipped += 1;
                     }
                 }
