@@ -110,7 +110,7 @@ pub struct BenchArgs {
     pub rate_limited_orders: i64,
     /// Products exported to each ERP simulator under its (time-compressed) limit (a tenth of
     /// them to SAP Business One, whose limit is per second, a third to Dynamics 365, half to
-    /// Odoo, a tenth to NetSuite, whose limit is concurrency).
+    /// Odoo, a tenth to NetSuite, whose limit is concurrency, and a tenth to Sage).
     #[arg(long, default_value_t = 3000)]
     pub erp_products: i64,
 }

@@ -125,16 +125,28 @@ impl OdooConnector {
                 }),
             }
         }
-        if pending.is_empty() {
-            return;
+        // One `create` per batch of values: Odoo runs each in one transaction.
+        for batch in pending.chunks(super::EXPORT_BATCH) {
+            self.create_in_batch(target, ops, batch, results, start)
+                .await;
         }
-        let outcome = self.create_batch(target, &pending).await;
-        match outcome {
-            // Odoo refused the batch as a whole (one transaction): one by one, so the
-            // others go in and only the refused one fails, with Odoo's reason.
-            Err(ConnectorError::Rejected { .. }) if pending.len() > 1 => {
+    }
+
+    /// One `create` with the batch's values; if Odoo refuses it as a whole (one
+    /// transaction), one by one, so the others go in and only the refused one fails, with
+    /// Odoo's reason.
+    async fn create_in_batch(
+        &self,
+        target: Target,
+        ops: &[ExportOp],
+        batch: &[Pending],
+        results: &mut [Option<ExportResult>],
+        start: Instant,
+    ) {
+        match self.create_batch(target, batch).await {
+            Err(ConnectorError::Rejected { .. }) if batch.len() > 1 => {
                 let singles = crate::in_order_concurrently(
-                    pending
+                    batch
                         .iter()
                         .map(|p| vec![p.clone()])
                         .collect::<Vec<_>>()
@@ -143,13 +155,13 @@ impl OdooConnector {
                     super::EXPORT_PARALLELISM,
                 )
                 .await;
-                for (p, created) in pending.iter().zip(singles) {
+                for (p, created) in batch.iter().zip(singles) {
                     results[p.index] =
                         Some(self.created(target, &ops[p.index], p, &created, start));
                 }
             }
             created => {
-                for p in &pending {
+                for p in batch {
                     results[p.index] =
                         Some(self.created(target, &ops[p.index], p, &created, start));
                 }

@@ -46,7 +46,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use url::Url;
 
-/// Records one `export` call receives: one `create` call with their values.
+/// Records per `create` call (a worker's chunk is cut into such batches).
 const EXPORT_BATCH: usize = 50;
 /// Updates of one `export` call in flight at once (the fleet gate caps the database).
 const EXPORT_PARALLELISM: usize = 4;

@@ -11,8 +11,8 @@ use passerelle_store::SyncRun;
 use std::time::Duration;
 
 /// Exports `products` products to Xero and QuickBooks, a tenth of them to SAP Business One
-/// (whose limit is per second), a third to Dynamics 365, half to Odoo and a tenth to NetSuite
-/// (its limit is concurrency).
+/// (whose limit is per second), a third to Dynamics 365, half to Odoo, a tenth to NetSuite
+/// (its limit is concurrency) and a tenth to Sage.
 pub(super) async fn under_their_limits(
     bench: &Bench,
     products: i64,
@@ -25,6 +25,7 @@ pub(super) async fn under_their_limits(
         dynamics_365(bench, products / 3).await?,
         odoo(bench, products / 2).await?,
         netsuite(bench, products / 10).await?,
+        sage(bench, products / 10).await?,
     ])
 }
 
@@ -249,6 +250,47 @@ async fn netsuite(bench: &Bench, products: i64) -> anyhow::Result<LimitedRun> {
         stats.requests,
         stats.rate_limited,
         stats.max_concurrent_requests,
+    ))
+}
+
+/// Sage: 200 calls a minute per business (its v3.0 figure), one record each → 200 / 6 s =
+/// 33.3 records/s.
+async fn sage(bench: &Bench, products: i64) -> anyhow::Result<LimitedRun> {
+    use passerelle_sandbox::sage::{
+        DEFAULT_PURCHASE_LEDGER_ACCOUNT, DEFAULT_SALES_LEDGER_ACCOUNT, SageAppConfig,
+    };
+    let business = "5a9e5a9e5a9e5a9e5a9e5a9e5a9e5a9e";
+    let mut app = SageAppConfig::new("bench-sage", "bench-sage-secret-1", business);
+    app.refresh_token = Some("bench-sage-refresh-0001".into());
+    app.limits.per_minute = Some(200);
+    app.limits.minute_window_ms = 6_000;
+    bench.sandbox.sage().try_add_app(app)?;
+    let base = bench.sandbox.sage_url();
+    let integration = ErpIntegration {
+        kind: "sage",
+        settings: serde_json::json!({
+            "business_id": business,
+            "sales_ledger_account_id": DEFAULT_SALES_LEDGER_ACCOUNT,
+            "purchase_ledger_account_id": DEFAULT_PURCHASE_LEDGER_ACCOUNT,
+            "api_url": format!("{base}/v3.1"),
+            "token_url": format!("{base}/oauth/token"),
+            "rate_limit": {"requests": 200, "per_secs": 6},
+        }),
+        credentials: serde_json::json!({"client_id": "bench-sage", "client_secret": "bench-sage-secret-1", "refresh_token": "bench-sage-refresh-0001"}),
+    };
+    let run = limited_run(bench, "Bench Sage", products, integration).await?;
+    let stats = bench
+        .sandbox
+        .sage()
+        .stats(business)
+        .context("the Sage simulator lost the bench business")?;
+    Ok(LimitedRun::new(
+        "Sage",
+        &run,
+        200.0 / 6.0,
+        stats.requests,
+        stats.rate_limited,
+        stats.max_requests_in_window,
     ))
 }
 
