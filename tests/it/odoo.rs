@@ -249,10 +249,16 @@ async fn odoo_orders_created_but_unanswered_are_found_by_client_order_ref_not_cr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn odoo_a_contact_odoo_refuses_is_logged_and_the_others_of_its_batch_go_in() {
+async fn odoo_contacts_odoo_refuses_a_bad_vat_and_a_missing_name_are_logged_and_the_others_of_their_batch_go_in() {
     let odoo = Odoo::with("odoorej", 17, |db| db.check_vat = true).await;
     let seeded = odoo.seed(2, 6, 0).await;
     sqlx::query("UPDATE platform.customers SET vat_number = 'not a VAT' WHERE id = (SELECT min(id) FROM platform.customers WHERE tenant_id = $1)")
+        .bind(seeded.tenant_id)
+        .execute(odoo.env.db.store.pool())
+        .await
+        .unwrap();
+    // Another has no name: Odoo's XML-RPC fault for a missing required field.
+    sqlx::query("UPDATE platform.customers SET name = '', company_name = NULL WHERE id = (SELECT max(id) FROM platform.customers WHERE tenant_id = $1)")
         .bind(seeded.tenant_id)
         .execute(odoo.env.db.store.pool())
         .await
@@ -264,13 +270,15 @@ async fn odoo_a_contact_odoo_refuses_is_logged_and_the_others_of_its_batch_go_in
         serde_json::json!({}),
     );
     let _w = odoo.env.worker(1);
-    odoo.sync_ends(integration, RunStatus::Partial, 5, 1).await;
+    odoo.sync_ends(integration, RunStatus::Partial, 4, 2).await;
     let errors = odoo.failures(integration).await;
     assert!(
-        errors.len() == 1 && errors[0].contains("does not seem to be valid"),
+        errors.len() == 2
+            && errors.iter().any(|e| e.contains("does not seem to be valid"))
+            && errors.iter().any(|e| e.contains("a mandatory field is not set") && e.contains("Field: Name (name)")),
         "{errors:?}"
     );
-    assert_creates(&odoo.stats(), &[("res.partner", 5)]);
+    assert_creates(&odoo.stats(), &[("res.partner", 4)]);
     odoo.assert_created_once();
 }
 
