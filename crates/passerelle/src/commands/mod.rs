@@ -9,6 +9,7 @@ mod config;
 pub mod demo;
 #[cfg(feature = "sandbox")]
 mod demo_api;
+#[cfg(feature = "sandbox")]
 mod demo_erp;
 #[cfg(feature = "sandbox")]
 mod fleet;
