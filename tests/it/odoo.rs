@@ -249,7 +249,7 @@ async fn odoo_orders_created_but_unanswered_are_found_by_client_order_ref_not_cr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn odoo_contacts_odoo_refuses_a_bad_vat_and_a_missing_name_are_logged_and_the_others_of_their_batch_go_in() {
+async fn odoo_refused_contacts_are_logged_and_the_rest_of_their_batch_goes_in() {
     let odoo = Odoo::with("odoorej", 17, |db| db.check_vat = true).await;
     let seeded = odoo.seed(2, 6, 0).await;
     sqlx::query("UPDATE platform.customers SET vat_number = 'not a VAT' WHERE id = (SELECT min(id) FROM platform.customers WHERE tenant_id = $1)")
@@ -274,8 +274,13 @@ async fn odoo_contacts_odoo_refuses_a_bad_vat_and_a_missing_name_are_logged_and_
     let errors = odoo.failures(integration).await;
     assert!(
         errors.len() == 2
-            && errors.iter().any(|e| e.contains("does not seem to be valid"))
-            && errors.iter().any(|e| e.contains("a mandatory field is not set") && e.contains("Field: Name (name)")),
+            && errors
+                .iter()
+                .any(|e| e.contains("does not seem to be valid"))
+            && errors
+                .iter()
+                .any(|e| e.contains("a mandatory field is not set")
+                    && e.contains("Field: Name (name)")),
         "{errors:?}"
     );
     assert_creates(&odoo.stats(), &[("res.partner", 4)]);
