@@ -196,3 +196,47 @@ fn a_policy_with_a_typo_is_refused_naming_the_choices() {
     assert_eq!(shown["conflict_policy"]["products"], "erp", "{shown}");
     assert_eq!(shown["conflict_policy"]["orders"], "platform", "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erp_deletion_of_a_record_the_platform_changed_is_a_conflict_too() {
+    let env = Env::new("conflictdel").await;
+    let tenant = env.db.tenant("Acme").await;
+    let kept = erp_edit(&env, "ERP-1", "Kept by the platform");
+    erp_edit(&env, "ERP-2", "Only changed on the platform");
+    let integration = env.integration(tenant, "products", "bidirectional");
+    let (out, _, stderr) = run(env.cmd().args([
+        "integrations",
+        "update",
+        &integration.to_string(),
+        "--conflict-policy",
+        "products=platform",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    let _w = env.worker(1);
+    sync_ok(&env, integration).await;
+    // Both are edited on the platform, then deleted at the ERP.
+    platform_edit(&env, "ERP-1", "Platform edit").await;
+    platform_edit(&env, "ERP-2", "Platform edit 2").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    env.sandbox
+        .custom_api()
+        .delete_record(&env.api_key, "products", &kept);
+    sync_ok(&env, integration).await;
+    // The platform won: its product stays active and goes to the ERP again, as a create.
+    let active: bool =
+        sqlx::query_scalar("SELECT active FROM platform.products WHERE sku = 'ERP-1'")
+            .fetch_one(env.db.store.pool())
+            .await
+            .unwrap();
+    assert!(active, "the ERP's deletion won over the platform's change");
+    assert_eq!(
+        erp_name(&env, "ERP-1"),
+        "Platform edit",
+        "not created again at the ERP"
+    );
+    let logged = conflicts(&env, integration).await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0].0, "Platform edit");
+    // ERP-2 was only changed on the platform: exported as an update.
+    assert_eq!(erp_name(&env, "ERP-2"), "Platform edit 2");
+}

@@ -49,6 +49,8 @@ impl Erp for Ns {
     fn settings(&self) -> serde_json::Value {
         serde_json::json!({
             "account_id": ACCOUNT,
+            // The simulator answers SuiteQL times in UTC.
+            "time_zone": "UTC",
             "api_url": self.env.sandbox.netsuite_url(ACCOUNT),
             "subsidiary_id": "1",
             "rate_limit": {"requests": 200, "per_secs": 1},

@@ -36,7 +36,7 @@ fn sample(kind: IntegrationType) -> Option<(Value, Value)> {
             json!({"api_key": "k-123456"}),
         ),
         IntegrationType::NetSuite => (
-            json!({"account_id": "1234567"}),
+            json!({"account_id": "1234567", "time_zone": "America/New_York"}),
             json!({"consumer_key": "a", "consumer_secret": "b", "token_id": "c", "token_secret": "d"}),
         ),
         IntegrationType::Sage => (

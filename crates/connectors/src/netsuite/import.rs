@@ -4,7 +4,8 @@
 
 use super::NetSuiteConnector;
 use crate::{ConnectorError, ImportCursor, ImportPage};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeZone as _, Utc};
+use chrono_tz::Tz;
 use passerelle_core::Entity;
 use passerelle_core::platform::{ImportedData, ImportedRecord, json_to_decimal};
 use serde::{Deserialize, Serialize};
@@ -13,13 +14,19 @@ use std::collections::HashMap;
 
 const STAMP: &str = "%Y-%m-%d %H:%M:%S";
 
-/// A SuiteQL `TO_CHAR(…, 'YYYY-MM-DD HH24:MI:SS')` value, in the account's time zone, read
-/// as UTC: the cursor goes back to NetSuite in the same form, so the zone cancels out.
-pub fn parse_stamp(text: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(text, STAMP)
-        .ok()
-        .map(|t| t.and_utc())
+/// A SuiteQL `TO_CHAR(…, 'YYYY-MM-DD HH24:MI:SS')` value, a local time in the integration
+/// user's time zone, as the instant it is (of an hour repeated when clocks go back, the
+/// earlier).
+pub fn parse_stamp(text: &str, zone: Tz) -> Option<DateTime<Utc>> {
+    let local = NaiveDateTime::parse_from_str(text, STAMP).ok()?;
+    zone.from_local_datetime(&local)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
 }
+
+/// How far before the cursor a pass starts, besides the worker's own overlap: the hour a
+/// time zone repeats when its clocks go back would otherwise hide changes made in it.
+const LOCAL_TIME_MARGIN: chrono::Duration = chrono::Duration::hours(1);
 
 /// SuiteQL answers every value as text, booleans as `T`/`F`, and leaves out empty ones.
 fn text(row: &Value, column: &str) -> Option<String> {
@@ -42,7 +49,7 @@ fn timestamp(stamp: &str) -> String {
 }
 
 /// The query of one page: changed since the cursor, or after the last row read.
-fn query(entity: Entity, cursor: &ImportCursor) -> Result<String, ConnectorError> {
+fn query(entity: Entity, cursor: &ImportCursor, zone: Tz) -> Result<String, ConnectorError> {
     let (columns, table, mut conditions) = match entity {
         Entity::Product => (
             "id, itemid, displayname, salesdescription, isinactive",
@@ -66,8 +73,9 @@ fn query(entity: Entity, cursor: &ImportCursor) -> Result<String, ConnectorError
                 ConnectorError::fatal(format!("unreadable NetSuite page token {token:?}: {e}"))
             })?;
             // Re-formatted from a parsed stamp: nothing from the token reaches the query as is.
-            let stamp = parse_stamp(&after.modified)
-                .ok_or_else(|| {
+            // (A local time, as NetSuite wrote it: it goes back as it came.)
+            let stamp = NaiveDateTime::parse_from_str(&after.modified, STAMP)
+                .map_err(|_| {
                     ConnectorError::fatal(format!("unreadable NetSuite page token {token:?}"))
                 })?
                 .format(STAMP)
@@ -80,9 +88,12 @@ fn query(entity: Entity, cursor: &ImportCursor) -> Result<String, ConnectorError
         }
         None => {
             if let Some(since) = cursor.updated_since {
+                let local = (since - LOCAL_TIME_MARGIN)
+                    .with_timezone(&zone)
+                    .naive_local();
                 conditions.push(format!(
                     "lastmodifieddate >= {}",
-                    timestamp(&since.format(STAMP).to_string())
+                    timestamp(&local.format(STAMP).to_string())
                 ));
             }
         }
@@ -98,7 +109,7 @@ fn query(entity: Entity, cursor: &ImportCursor) -> Result<String, ConnectorError
 }
 
 /// A customer row as a platform customer; its external id is the internal id.
-pub fn parse_customer(row: &Value) -> Result<ImportedRecord, String> {
+pub fn parse_customer(row: &Value, zone: Tz) -> Result<ImportedRecord, String> {
     let id = text(row, "id").ok_or("a customer without its id")?;
     let person = text(row, "isperson").as_deref() == Some("T");
     let full_name = [text(row, "firstname"), text(row, "lastname")]
@@ -113,7 +124,7 @@ pub fn parse_customer(row: &Value) -> Result<ImportedRecord, String> {
         .ok_or_else(|| format!("customer {id} has no name"))?;
     Ok(ImportedRecord::upsert(
         id.clone(),
-        text(row, "modified").as_deref().and_then(parse_stamp),
+        text(row, "modified").and_then(|t| parse_stamp(&t, zone)),
         ImportedData::Customer {
             email: text(row, "email").ok_or_else(|| {
                 format!("customer {id} has no email address; the platform needs one")
@@ -128,7 +139,7 @@ pub fn parse_customer(row: &Value) -> Result<ImportedRecord, String> {
 }
 
 /// An inventory item row with its record's price (`None` when the record could not be read).
-pub fn parse_item(row: &Value, price: Option<&Value>) -> Result<ImportedRecord, String> {
+pub fn parse_item(row: &Value, price: Option<&Value>, zone: Tz) -> Result<ImportedRecord, String> {
     let id = text(row, "id").ok_or("an item without its id")?;
     let sku =
         text(row, "itemid").ok_or_else(|| format!("item {id} has no item name/number (itemid)"))?;
@@ -137,7 +148,7 @@ pub fn parse_item(row: &Value, price: Option<&Value>) -> Result<ImportedRecord, 
     })?;
     Ok(ImportedRecord::upsert(
         id,
-        text(row, "modified").as_deref().and_then(parse_stamp),
+        text(row, "modified").and_then(|t| parse_stamp(&t, zone)),
         ImportedData::Product {
             name: text(row, "displayname").unwrap_or_else(|| sku.clone()),
             description: text(row, "salesdescription"),
@@ -157,7 +168,10 @@ impl NetSuiteConnector {
         cursor: &ImportCursor,
     ) -> Result<ImportPage, ConnectorError> {
         let (rows, has_more) = self
-            .suiteql(&query(entity, cursor)?, super::IMPORT_PAGE_SIZE)
+            .suiteql(
+                &query(entity, cursor, self.settings.time_zone)?,
+                super::IMPORT_PAGE_SIZE,
+            )
             .await?;
         let next_page = match rows.last() {
             Some(last) if has_more => {
@@ -182,14 +196,15 @@ impl NetSuiteConnector {
         } else {
             HashMap::new()
         };
+        let zone = self.settings.time_zone;
         Ok(ImportPage::read(
             &rows,
             |row| match entity {
                 Entity::Product => {
                     let id = text(row, "id").unwrap_or_default();
-                    parse_item(row, prices.get(&id)).map(|r| vec![r])
+                    parse_item(row, prices.get(&id), zone).map(|r| vec![r])
                 }
-                _ => parse_customer(row).map(|r| vec![r]),
+                _ => parse_customer(row, zone).map(|r| vec![r]),
             },
             |row| text(row, "id"),
             self.http.redactor(),
@@ -222,7 +237,14 @@ impl NetSuiteConnector {
         .await;
         let mut prices = HashMap::new();
         for (id, record) in ids.into_iter().zip(records) {
-            if let Some(price) = self.price_of(&record?) {
+            let record = match record {
+                Ok(record) => record,
+                // This item cannot be read (deleted since the query, say): it is logged as
+                // failed with the others of the page going on.
+                Err(ConnectorError::Rejected { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(price) = self.price_of(&record) {
                 prices.insert(id, price);
             }
         }
@@ -257,6 +279,33 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn stamps_are_local_times_of_the_users_zone() {
+        let zone: Tz = "America/New_York".parse().unwrap();
+        assert_eq!(
+            parse_stamp("2026-11-24 10:30:15", zone),
+            Some(Utc.with_ymd_and_hms(2026, 11, 24, 15, 30, 15).unwrap())
+        );
+        // The hour repeated on 2026-11-01: the earlier of the two instants.
+        assert_eq!(
+            parse_stamp("2026-11-01 01:30:00", zone),
+            Some(Utc.with_ymd_and_hms(2026, 11, 1, 5, 30, 0).unwrap())
+        );
+        let from = query(
+            Entity::Customer,
+            &ImportCursor {
+                updated_since: Some(Utc.with_ymd_and_hms(2026, 11, 24, 15, 30, 15).unwrap()),
+                ..ImportCursor::default()
+            },
+            zone,
+        )
+        .unwrap();
+        assert!(
+            from.contains("lastmodifieddate >= TO_TIMESTAMP('2026-11-24 09:30:15'"),
+            "{from}"
+        );
+    }
+
+    #[test]
     fn pages_follow_the_keyset_and_rows_parse_from_text() {
         let first = query(
             Entity::Customer,
@@ -264,15 +313,18 @@ mod tests {
                 updated_since: Some(Utc.with_ymd_and_hms(2026, 11, 24, 10, 30, 15).unwrap()),
                 ..ImportCursor::default()
             },
+            Tz::UTC,
         )
         .unwrap();
-        assert!(first.ends_with("FROM customer WHERE lastmodifieddate >= TO_TIMESTAMP('2026-11-24 10:30:15', 'YYYY-MM-DD HH24:MI:SS') ORDER BY lastmodifieddate, id"), "{first}");
+        // An hour's margin before the cursor (the hour a zone repeats in autumn).
+        assert!(first.ends_with("FROM customer WHERE lastmodifieddate >= TO_TIMESTAMP('2026-11-24 09:30:15', 'YYYY-MM-DD HH24:MI:SS') ORDER BY lastmodifieddate, id"), "{first}");
         let next = query(
             Entity::Product,
             &ImportCursor {
                 page: Some(r#"{"modified":"2026-11-24 10:30:15","id":42}"#.into()),
                 ..ImportCursor::default()
             },
+            Tz::UTC,
         )
         .unwrap();
         assert!(next.contains("WHERE itemtype = 'InvtPart' AND (lastmodifieddate > TO_TIMESTAMP('2026-11-24 10:30:15', 'YYYY-MM-DD HH24:MI:SS') OR (lastmodifieddate = TO_TIMESTAMP('2026-11-24 10:30:15', 'YYYY-MM-DD HH24:MI:SS') AND id > 42))"), "{next}");
@@ -282,29 +334,32 @@ mod tests {
                 page: Some(r#"{"modified":"2026-11-24 10:30:15' OR 1=1 --","id":1}"#.into()),
                 ..ImportCursor::default()
             },
+            Tz::UTC,
         );
         assert!(injected.is_err());
         let customer = parse_customer(
             &json!({"id": "7", "companyname": "Acme SARL", "isperson": "F",
             "email": "a@acme.example", "modified": "2026-11-24 10:30:15"}),
+            Tz::UTC,
         )
         .unwrap();
         assert_eq!(customer.external_id(), "7");
         assert!(
-            parse_customer(&json!({"id": "8", "companyname": "No Mail"}))
+            parse_customer(&json!({"id": "8", "companyname": "No Mail"}), Tz::UTC)
                 .unwrap_err()
                 .contains("email")
         );
         let item = parse_item(
             &json!({"id": "3", "itemid": "A1", "isinactive": "T"}),
             Some(&json!(9.5)),
+            Tz::UTC,
         )
         .unwrap();
         assert!(
             matches!(item.data(), Some(ImportedData::Product { active: false, sku, .. }) if sku == "A1")
         );
         assert!(
-            parse_item(&json!({"id": "3", "itemid": "A1"}), None)
+            parse_item(&json!({"id": "3", "itemid": "A1"}), None, Tz::UTC)
                 .unwrap_err()
                 .contains("price")
         );

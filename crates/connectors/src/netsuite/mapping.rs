@@ -261,7 +261,11 @@ mod tests {
     #[test]
     fn an_invoice_names_its_order_when_it_is_at_netsuite_and_stands_alone_otherwise() {
         let ctx = crate::test_context();
-        let settings = NetSuiteSettings::parse(Some(&json!({"account_id": "123"})), &ctx).unwrap();
+        let settings = NetSuiteSettings::parse(
+            Some(&json!({"account_id": "123", "time_zone": "UTC"})),
+            &ctx,
+        )
+        .unwrap();
         let record = invoice(Some(5));
         assert_eq!(
             references(&record),

@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn credentials_choose_tba_or_m2m_and_say_what_is_missing() {
         let ctx = crate::test_context();
-        let settings = json!({"account_id": "1234567_SB1"});
+        let settings = json!({"account_id": "1234567_SB1", "time_zone": "UTC"});
         let tba =
             Credentials::from_value(json!({"consumer_key": "ck", "consumer_secret": "cs-secret",
             "token_id": "tk", "token_secret": "ts-secret"}))

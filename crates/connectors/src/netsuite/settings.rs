@@ -29,6 +29,7 @@ struct RawSettings {
     price_level_id: Option<String>,
     currency_id: Option<String>,
     invoice_item_id: Option<String>,
+    time_zone: Option<String>,
     concurrency: Option<u32>,
     rate_limit: Option<Value>,
     timeout_secs: Option<u64>,
@@ -48,6 +49,9 @@ pub struct NetSuiteSettings {
     /// The item an invoice without a NetSuite order is booked on (one line for its total);
     /// without it such an invoice is refused, and invoices are made from their order.
     pub invoice_item_id: Option<String>,
+    /// The integration user's time zone (*Set Preferences*): SuiteQL answers and reads
+    /// timestamps in it.
+    pub time_zone: chrono_tz::Tz,
     pub limits: RateLimits,
     pub timeout: Duration,
 }
@@ -116,6 +120,12 @@ impl NetSuiteSettings {
             Some(n) => Some(n),
             None => DEFAULT_LIMITS.concurrency,
         };
+        let zone = raw.time_zone.unwrap_or_default();
+        let time_zone: chrono_tz::Tz = zone.trim().parse().map_err(|_| {
+            ConnectorError::fatal(format!(
+                "netsuite settings need `time_zone`, the integration user's time zone as Home > Set Preferences shows it, by its IANA name (e.g. America/New_York, Europe/Paris, UTC), not {zone:?}: SuiteQL answers local times in it"
+            ))
+        })?;
         let mut limits =
             RateLimits::from_setting("rate_limit", raw.rate_limit.as_ref(), DEFAULT_LIMITS)?;
         limits.concurrency = concurrency;
@@ -127,6 +137,7 @@ impl NetSuiteSettings {
                 .unwrap_or_else(|| "1".into()),
             currency_id: id_setting(raw.currency_id, "currency_id")?.unwrap_or_else(|| "1".into()),
             invoice_item_id: id_setting(raw.invoice_item_id, "invoice_item_id")?,
+            time_zone,
             limits,
             timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(60).clamp(1, 600)),
         })
@@ -153,7 +164,11 @@ mod tests {
     #[test]
     fn the_account_id_is_read_as_netsuite_writes_it_and_names_its_host() {
         let ctx = crate::test_context();
-        let s = NetSuiteSettings::parse(Some(&json!({"account_id": "1234567-sb1"})), &ctx).unwrap();
+        let s = NetSuiteSettings::parse(
+            Some(&json!({"account_id": "1234567-sb1", "time_zone": "UTC"})),
+            &ctx,
+        )
+        .unwrap();
         assert_eq!(s.account_id, "1234567_SB1");
         assert_eq!(
             s.rest(["record", "v1", "customer"]).as_str(),
@@ -165,7 +180,7 @@ mod tests {
         );
         assert_eq!(s.limits.concurrency, Some(5));
         let local = NetSuiteSettings::parse(
-            Some(&json!({"account_id": "7654321", "api_url": "http://127.0.0.1:9/netsuite/7654321/services/rest/", "concurrency": 15})),
+            Some(&json!({"account_id": "7654321", "time_zone": "Europe/Paris", "api_url": "http://127.0.0.1:9/netsuite/7654321/services/rest/", "concurrency": 15})),
             &ctx,
         )
         .unwrap();
@@ -179,16 +194,21 @@ mod tests {
             (json!({"account_id": "acme"}), "account_id"),
             (json!({"account_id": "123_XX1"}), "account_id"),
             (
-                json!({"account_id": "123", "subsidiary_id": "main"}),
+                json!({"account_id": "123", "time_zone": "UTC", "subsidiary_id": "main"}),
                 "subsidiary_id",
             ),
             (
-                json!({"account_id": "123", "concurrency": 0}),
+                json!({"account_id": "123", "time_zone": "UTC", "concurrency": 0}),
                 "concurrency",
             ),
             (
                 json!({"account_id": "123", "token_secret": "x"}),
                 "looks like a secret",
+            ),
+            (json!({"account_id": "123"}), "`time_zone`"),
+            (
+                json!({"account_id": "123", "time_zone": "Mars/Olympus"}),
+                "`time_zone`",
             ),
         ] {
             let e = NetSuiteSettings::parse(Some(&bad), &ctx)

@@ -206,15 +206,22 @@ impl OdooConnector {
     ) -> Result<HashMap<String, i64>, ConnectorError> {
         let vals: Vec<Value> = pending.iter().map(|p| p.vals.clone()).collect();
         let create = OrmCall::new(target.model, "create").param("vals_list", Value::Array(vals));
-        let ids = ids_of(
-            &self.orm(&create).await?,
-            &format!("{}.create", target.model),
-        )?;
+        let what = format!("{}.create", target.model);
+        let ids = ids_of(&self.orm(&create).await?, &what)?;
         let read = OrmCall::new(target.model, "read")
             .ids(ids)
             .param("fields", json!([target.reference]))
             .with_archived();
-        Ok(references(&self.orm(&read).await?, target))
+        // The records exist now: whatever the read says, creating them again would duplicate
+        // them. A failed read is transient, and the retry finds them by our reference.
+        match self.orm(&read).await {
+            Ok(rows) => Ok(references(&rows, target)),
+            Err(e) => Err(ConnectorError::transient(format!(
+                "{what} made {} records but reading them back failed ({e}); the retry looks them up by {}",
+                pending.len(),
+                target.reference
+            ))),
+        }
     }
 
     /// The records holding one of `references` (an earlier attempt's creates), by reference;

@@ -117,11 +117,81 @@ fn parse_quant(row: &Value, skus: &HashMap<i64, String>) -> Result<ImportedRecor
 }
 
 /// Where a pass stands within its pages: after this record.
+///
+/// Odoo answers `write_date` to the second while it stores (and compares) it finer, so a
+/// keyset on `(write_date, id)` would be inconsistent within one second. The token is the
+/// second the last page ended in and the ids already read in it: the next page is the rest
+/// of that second (those ids excepted) and everything after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PageToken {
     write_date: String,
-    id: i64,
+    seen: Vec<i64>,
+}
+
+/// More records than this written in one second stop the import loudly (the token would
+/// grow without bound).
+const MAX_SEEN_IN_ONE_SECOND: usize = 20_000;
+
+impl PageToken {
+    /// The domain of the page after this token.
+    fn domain(&self) -> Result<Vec<Value>, ConnectorError> {
+        let second = parse_odoo_datetime(&self.write_date).ok_or_else(|| {
+            ConnectorError::fatal(format!(
+                "unreadable Odoo page token: write_date {:?}",
+                self.write_date
+            ))
+        })?;
+        let next = datetime(second + chrono::Duration::seconds(1));
+        let this = datetime(second);
+        Ok(vec![
+            json!("|"),
+            json!(["write_date", ">=", next]),
+            json!("&"),
+            json!("&"),
+            json!(["write_date", ">=", this]),
+            json!(["write_date", "<", next]),
+            json!(["id", "not in", self.seen]),
+        ])
+    }
+
+    /// The token after a full page `rows` read with this one (`None` for the first page).
+    fn after(
+        previous: Option<&PageToken>,
+        rows: &[Value],
+        model: &str,
+    ) -> Result<PageToken, ConnectorError> {
+        let stamp = |row: &Value| {
+            row.get("write_date")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ConnectorError::transient(format!("{model}: a record without write_date"))
+                })
+        };
+        let last = rows
+            .last()
+            .ok_or_else(|| ConnectorError::fatal("internal error: a page token after no rows"))?;
+        let write_date = stamp(last)?;
+        let mut seen = match previous {
+            Some(p) if p.write_date == write_date => p.seen.clone(),
+            _ => Vec::new(),
+        };
+        for row in rows {
+            if stamp(row)? == write_date {
+                let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| {
+                    ConnectorError::transient(format!("{model}: a record without id"))
+                })?;
+                seen.push(id);
+            }
+        }
+        if seen.len() > MAX_SEEN_IN_ONE_SECOND {
+            return Err(ConnectorError::fatal(format!(
+                "{model}: more than {MAX_SEEN_IN_ONE_SECOND} records were written in the second {write_date}; the import cannot page through them"
+            )));
+        }
+        Ok(PageToken { write_date, seen })
+    }
 }
 
 /// What one entity's import reads.
@@ -178,19 +248,17 @@ impl OdooConnector {
             ])],
             _ => vec![],
         };
-        match &cursor.page {
-            Some(token) => {
-                let after: PageToken = serde_json::from_str(token).map_err(|e| {
+        let previous: Option<PageToken> = cursor
+            .page
+            .as_deref()
+            .map(|token| {
+                serde_json::from_str(token).map_err(|e| {
                     ConnectorError::fatal(format!("unreadable Odoo page token {token:?}: {e}"))
-                })?;
-                domain.extend([
-                    json!("|"),
-                    json!(["write_date", ">", after.write_date]),
-                    json!("&"),
-                    json!(["write_date", "=", after.write_date]),
-                    json!(["id", ">", after.id]),
-                ]);
-            }
+                })
+            })
+            .transpose()?;
+        match &previous {
+            Some(token) => domain.extend(token.domain()?),
             None => {
                 if let Some(since) = cursor.updated_since {
                     domain.push(json!(["write_date", ">=", datetime(since)]));
@@ -211,10 +279,15 @@ impl OdooConnector {
                 "{model}.search_read answered something other than a list"
             ))
         })?;
-        let next_page = match rows.last() {
-            Some(last) if rows.len() >= limit => Some(page_token(last, model)?),
-            _ => None,
-        };
+        let next_page =
+            if rows.len() >= limit {
+                let token = PageToken::after(previous.as_ref(), rows, model)?;
+                Some(serde_json::to_string(&token).map_err(|e| {
+                    ConnectorError::fatal(format!("cannot write a page token: {e}"))
+                })?)
+            } else {
+                None
+            };
         let skus = if entity == Entity::Inventory {
             self.skus_of(rows).await?
         } else {
@@ -289,29 +362,49 @@ pub(super) fn ids_of(answer: &Value, what: &str) -> Result<Vec<i64>, ConnectorEr
         })
 }
 
-/// The token of the page after `last`.
-fn page_token(last: &Value, model: &str) -> Result<String, ConnectorError> {
-    let token = PageToken {
-        write_date: last
-            .get("write_date")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                ConnectorError::transient(format!("{model}: a record without write_date"))
-            })?
-            .to_owned(),
-        id: last
-            .get("id")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| ConnectorError::transient(format!("{model}: a record without id")))?,
-    };
-    serde_json::to_string(&token)
-        .map_err(|e| ConnectorError::fatal(format!("cannot write a page token: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn pages_within_one_second_exclude_what_was_read_and_move_on() {
+        let row = |id: i64, at: &str| json!({"id": id, "write_date": at});
+        let first = [
+            row(1, "2026-11-24 10:30:14"),
+            row(2, "2026-11-24 10:30:15"),
+            row(3, "2026-11-24 10:30:15"),
+        ];
+        let token = PageToken::after(None, &first, "m").unwrap();
+        assert_eq!(
+            token,
+            PageToken {
+                write_date: "2026-11-24 10:30:15".into(),
+                seen: vec![2, 3]
+            }
+        );
+        assert_eq!(
+            serde_json::Value::Array(token.domain().unwrap()),
+            json!([
+                "|",
+                ["write_date", ">=", "2026-11-24 10:30:16"],
+                "&",
+                "&",
+                ["write_date", ">=", "2026-11-24 10:30:15"],
+                ["write_date", "<", "2026-11-24 10:30:16"],
+                ["id", "not in", [2, 3]]
+            ])
+        );
+        // A whole page in that same second: the ids add up, so the next page moves on.
+        let second = [row(9, "2026-11-24 10:30:15"), row(4, "2026-11-24 10:30:15")];
+        let next = PageToken::after(Some(&token), &second, "m").unwrap();
+        assert_eq!(next.seen, vec![2, 3, 9, 4]);
+        let later = [row(5, "2026-11-24 10:30:17")];
+        assert_eq!(
+            PageToken::after(Some(&next), &later, "m").unwrap().seen,
+            vec![5]
+        );
+    }
 
     #[test]
     fn products_contacts_and_quants_parse_and_say_what_is_missing() {

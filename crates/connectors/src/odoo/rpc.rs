@@ -86,6 +86,7 @@ pub fn read_response(body: &[u8], what: &str) -> Result<Value, ConnectorError> {
             fault.fault.code(),
             fault.fault.string(),
             what,
+            what.ends_with(".create"),
         )),
         Err(_) => Err(ConnectorError::transient(format!(
             "{what}: the answer is not an XML-RPC response: {}",
@@ -108,7 +109,11 @@ fn exception_line(text: &str) -> &str {
 }
 
 /// An XML-RPC fault as an error, as its JSON-2 status would be classified.
-pub fn classify_fault(code: i32, text: &str, what: &str) -> ConnectorError {
+///
+/// An application error answering a `create` (Odoo ran it, raised, and rolled it back:
+/// typically an invalid value) refuses its records rather than retrying them, so a batch is
+/// split and the record at fault found.
+pub fn classify_fault(code: i32, text: &str, what: &str, create: bool) -> ConnectorError {
     let message = format!("{what}: {}", exception_line(text));
     match code {
         // UserError, ValidationError, MissingError: this record is refused (422 / 404).
@@ -123,6 +128,7 @@ pub fn classify_fault(code: i32, text: &str, what: &str) -> ConnectorError {
                 "{message} (the Odoo user lacks access rights for this; grant them, or use a user that has them)"
             ),
         },
+        _ if create => ConnectorError::rejected(message, None),
         // An application error (a 500 over JSON-2): worth retrying, and the run fails loudly
         // when the retries run out.
         _ => ConnectorError::transient(message),
@@ -179,11 +185,17 @@ mod tests {
         let rights = read_response(fault(4, "You are not allowed").as_bytes(), "x").unwrap_err();
         assert!(rights.to_string().contains("access rights"), "{rights}");
         let trace = "Traceback (most recent call last):\n  File \"odoo/models.py\", line 1, in create\nValueError: Invalid field 'foo' on model 'res.partner'\n";
-        let app = read_response(fault(1, trace).as_bytes(), "res.partner.create").unwrap_err();
+        let app = read_response(fault(1, trace).as_bytes(), "res.partner.search_read").unwrap_err();
         assert!(matches!(app, ConnectorError::Transient { .. }), "{app:?}");
         assert_eq!(
             app.to_string(),
-            "res.partner.create: ValueError: Invalid field 'foo' on model 'res.partner'"
+            "res.partner.search_read: ValueError: Invalid field 'foo' on model 'res.partner'"
+        );
+        // Answering a create, Odoo rolled it back: its records are refused, not retried.
+        let create = read_response(fault(1, trace).as_bytes(), "res.partner.create").unwrap_err();
+        assert!(
+            matches!(create, ConnectorError::Rejected { .. }),
+            "{create:?}"
         );
         let html = read_response(b"<html><body>502 Bad Gateway</body></html>", "x").unwrap_err();
         assert!(matches!(html, ConnectorError::Transient { .. }), "{html:?}");

@@ -87,6 +87,16 @@ impl SageConnector {
         op: &ExportOp,
     ) -> Result<(Exported, Option<Value>), ConnectorError> {
         let mut object = resolve(op)?;
+        if op.external_id.is_none() && op.retried_create {
+            // Sage does not say how long it keeps an idempotency_id: a create an earlier
+            // attempt may have made is looked for by our reference first.
+            if let Some(found) = self.find_existing(target, &object).await? {
+                return Ok((
+                    Exported::found(found.clone()),
+                    Some(json!({"id": found, "found_by": target.reference})),
+                ));
+            }
+        }
         let (method, url) = match &op.external_id {
             Some(id) => (
                 Method::PUT,
@@ -135,6 +145,33 @@ impl SageConnector {
             exported,
             Some(self.http.redactor().json(&json!({"id": id}))),
         ))
+    }
+
+    /// The record holding our reference in `object`, if Sage has one (`search`, then an
+    /// exact match on the reference).
+    async fn find_existing(
+        &self,
+        target: Target,
+        object: &Value,
+    ) -> Result<Option<String>, ConnectorError> {
+        let Some(reference) = object.get(target.reference).and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        let mut url = self.settings.resource(target.resource, None);
+        url.query_pairs_mut()
+            .append_pair("search", reference)
+            .append_pair("attributes", "all")
+            .append_pair("items_per_page", "200");
+        let what = format!("GET {}", target.resource);
+        let body = self.call(Method::GET, url, None).await?.json(&what)?;
+        Ok(body
+            .get("$items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|item| item.get(target.reference).and_then(Value::as_str) == Some(reference))
+            .and_then(|item| item.get("id").and_then(Value::as_str))
+            .map(str::to_owned))
     }
 
     /// Proves the token and the business: one contact, at most.

@@ -311,6 +311,7 @@ impl Demo<'_> {
             entities: Some(vec!["customers".into(), "products".into()]),
             settings: Some(serde_json::json!({
                 "account_id": NETSUITE_ACCOUNT,
+                "time_zone": "UTC",
                 "api_url": self.erp.sandbox.netsuite_url(NETSUITE_ACCOUNT),
                 "subsidiary_id": "1",
                 // The simulator answers in microseconds: the account's 5 concurrent requests

@@ -25,6 +25,9 @@ pub(super) struct ErpWon {
 pub(super) struct Sorted {
     /// The records to write (conflicts the ERP won among them).
     pub records: Vec<(ImportedRecord, String)>,
+    /// External ids whose mapping goes: ERP deletions the platform won (the export then
+    /// creates the platform's record again).
+    pub unmap: Vec<String>,
     /// By external id: the conflicts the ERP won.
     pub erp_won: HashMap<String, ErpWon>,
 }
@@ -94,12 +97,12 @@ pub(super) async fn sort_out(
     let store = &step.ctx.store;
     let internal: Vec<String> = changed
         .iter()
-        .filter(|(r, _)| !r.is_tombstone())
         .filter_map(|(r, _)| known.get(r.external_id()).map(|(i, _)| i.clone()))
         .collect();
     if internal.is_empty() {
         return Ok(Sorted {
             records: changed,
+            unmap: Vec::new(),
             erp_won: HashMap::new(),
         });
     }
@@ -110,6 +113,7 @@ pub(super) async fn sort_out(
     let policy = &step.integration.conflict_policy.0;
     let mut sorted = Sorted {
         records: Vec::with_capacity(changed.len()),
+        unmap: Vec::new(),
         erp_won: HashMap::new(),
     };
     for (record, hash) in changed {
@@ -117,12 +121,13 @@ pub(super) async fn sort_out(
             let last = mappings.get(internal)?.last_synced_at?;
             Some((internal.clone(), last, snapshots.get(internal)?))
         });
-        let Some((internal, last, snapshot)) = found.filter(|_| !record.is_tombstone()) else {
+        let Some((internal, last, snapshot)) = found else {
             sorted.records.push((record, hash));
             continue;
         };
         let platform_changed = snapshot.updated_at > last;
-        let erp_changed = record.updated_at().is_none_or(|t| t > last);
+        // A deletion is a change, whenever the ERP dates it.
+        let erp_changed = record.is_tombstone() || record.updated_at().is_none_or(|t| t > last);
         match (platform_changed, erp_changed) {
             (false, _) => sorted.records.push((record, hash)),
             // The ERP holds what we last synced; the platform changed since: keep it.
@@ -143,6 +148,9 @@ pub(super) async fn sort_out(
                     }
                     Winner::Platform => {
                         let versions = (snapshot.row.clone(), step.connector.redact(record.raw()));
+                        if record.is_tombstone() {
+                            sorted.unmap.push(record.external_id().to_owned());
+                        }
                         logs.push(platform_won(
                             step, entity, internal, &record, versions, text,
                         ));

@@ -147,12 +147,14 @@ async fn apply_page<'s>(
     let changed = changed_records(cursor, page.records, &known, &mut tally);
     let Sorted {
         records: changed,
+        unmap,
         erp_won,
     } = if conflict::applies(step, entity) {
         conflict::sort_out(step, entity, changed, &known, &mut tally, &mut logs).await?
     } else {
         Sorted {
             records: changed,
+            unmap: Vec::new(),
             erp_won: HashMap::new(),
         }
     };
@@ -172,7 +174,7 @@ async fn apply_page<'s>(
     let mut recorded = Recorded {
         tx,
         mappings: Vec::new(),
-        unmap: Vec::new(),
+        unmap,
         logs,
         tally,
         cursor: StepCursor::Import(cursor.clone()),

@@ -236,7 +236,7 @@ async fn netsuite(bench: &Bench, products: i64) -> anyhow::Result<LimitedRun> {
     )?;
     let integration = ErpIntegration {
         kind: "netsuite",
-        settings: serde_json::json!({"account_id": account, "api_url": bench.sandbox.netsuite_url(account),
+        settings: serde_json::json!({"account_id": account, "time_zone": "UTC", "api_url": bench.sandbox.netsuite_url(account),
             "concurrency": 5, "rate_limit": {"requests": 1000, "per_secs": 1}}),
         credentials: serde_json::json!({"consumer_key": "bench-ck", "consumer_secret": "bench-cs-0001",
             "token_id": "bench-tk", "token_secret": "bench-ts-0001"}),
