@@ -319,10 +319,11 @@ async fn netsuite_customers_and_items_are_imported_with_a_cursor() {
     )
     .unwrap();
     let widget = sim.upsert_record(ACCOUNT, "inventoryItem", serde_json::json!({"itemId": "X-1", "displayName": "Widget",
-        "price": {"items": [{"currencyPage": {"id": "1"}, "priceLevel": {"id": "1"}, "quantity": {"value": 0}, "price": 9.5}]}})).unwrap();
+        "price": {"items": [{"currencyPage": {"id": "1"}, "priceLevel": {"id": "1"}, "quantity": {"value": 0}, "price": 9.5}]},
+        "locations": {"items": [{"location": {"id": "1"}, "quantityOnHand": 7}]}})).unwrap();
     let integration = ns.integration(
         tenant,
-        "customers,products",
+        "customers,products,inventory",
         "import",
         serde_json::json!({}),
     );
@@ -330,7 +331,7 @@ async fn netsuite_customers_and_items_are_imported_with_a_cursor() {
     let r = ns.sync(integration).await;
     assert_eq!(
         (r.status, r.records_synced, r.records_failed),
-        (RunStatus::Partial, 2, 1),
+        (RunStatus::Partial, 3, 1),
         "the customer without an email is logged: {r:?} {:?}",
         ns.failures(integration).await
     );
@@ -343,6 +344,15 @@ async fn netsuite_customers_and_items_are_imported_with_a_cursor() {
     .await
     .unwrap();
     assert_eq!(price.normalize().to_string(), "9.5");
+    // The stock of its location, under the location's name.
+    assert_eq!(ns.stock(tenant).await, "7.0000");
+    let warehouse: String =
+        sqlx::query_scalar("SELECT warehouse_code FROM platform.inventory WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(ns.env.db.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(warehouse, "Main Warehouse");
     let r = ns.sync(integration).await;
     assert_eq!(r.records_synced, 0, "nothing changed: {r:?}");
     sim.touch(

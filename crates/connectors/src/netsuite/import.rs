@@ -37,6 +37,57 @@ fn text(row: &Value, column: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Where a stock pass stands: after this item id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockToken {
+    after_id: i64,
+}
+
+/// An item's stock per location (`locations` sublist: `location`, `quantityOnHand`), one
+/// record per location, keyed `item id:location id`; the warehouse code is the location's
+/// name.
+pub fn parse_stock(row: &Value, record: Option<&Value>) -> Result<Vec<ImportedRecord>, String> {
+    let id = text(row, "id").ok_or("an item without its id")?;
+    let sku =
+        text(row, "itemid").ok_or_else(|| format!("item {id} has no item name/number (itemid)"))?;
+    let record = record.ok_or_else(|| format!("item {sku}'s record could not be read"))?;
+    let lines = record
+        .pointer("/locations/items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    lines
+        .iter()
+        .map(|line| {
+            let at = |pointer: &str| {
+                line.pointer(pointer)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            };
+            let location = at("/location/id")
+                .ok_or_else(|| format!("item {sku}: a location line without its location"))?;
+            let name = at("/location/refName").unwrap_or_else(|| location.clone());
+            Ok(ImportedRecord::upsert(
+                format!("{id}:{location}"),
+                None,
+                ImportedData::Inventory {
+                    sku: sku.clone(),
+                    warehouse_code: name,
+                    quantity: line
+                        .get("quantityOnHand")
+                        .and_then(json_to_decimal)
+                        .ok_or_else(|| {
+                            format!("item {sku}: no quantityOnHand at location {location}")
+                        })?,
+                },
+                line.clone(),
+            ))
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PageToken {
@@ -167,6 +218,9 @@ impl NetSuiteConnector {
         entity: Entity,
         cursor: &ImportCursor,
     ) -> Result<ImportPage, ConnectorError> {
+        if entity == Entity::Inventory {
+            return self.read_stock_page(cursor).await;
+        }
         let (rows, has_more) = self
             .suiteql(
                 &query(entity, cursor, self.settings.time_zone)?,
@@ -214,6 +268,17 @@ impl NetSuiteConnector {
 
     /// Each item's price on the configured level and currency, from its record.
     async fn prices(&self, rows: &[Value]) -> Result<HashMap<String, Value>, ConnectorError> {
+        Ok(self
+            .item_records(rows)
+            .await?
+            .into_iter()
+            .filter_map(|(id, record)| Some((id, self.price_of(&record)?)))
+            .collect())
+    }
+
+    /// Each row's inventory item record, sublists expanded; an item that cannot be read
+    /// (deleted since the query, say) is left out, and logged as failed by its page.
+    async fn item_records(&self, rows: &[Value]) -> Result<HashMap<String, Value>, ConnectorError> {
         let ids: Vec<String> = rows.iter().filter_map(|r| text(r, "id")).collect();
         let parallel = self
             .settings
@@ -235,20 +300,65 @@ impl NetSuiteConnector {
             parallel,
         )
         .await;
-        let mut prices = HashMap::new();
+        let mut found = HashMap::new();
         for (id, record) in ids.into_iter().zip(records) {
-            let record = match record {
-                Ok(record) => record,
-                // This item cannot be read (deleted since the query, say): it is logged as
-                // failed with the others of the page going on.
-                Err(ConnectorError::Rejected { .. }) => continue,
+            match record {
+                Ok(record) => {
+                    found.insert(id, record);
+                }
+                Err(ConnectorError::Rejected { .. }) => {}
                 Err(e) => return Err(e),
-            };
-            if let Some(price) = self.price_of(&record) {
-                prices.insert(id, price);
             }
         }
-        Ok(prices)
+        Ok(found)
+    }
+
+    /// One page of stock: every inventory item in id order (a stock move does not touch an
+    /// item's `lastmodifieddate`, so each pass reads them all), each with its `locations`.
+    async fn read_stock_page(&self, cursor: &ImportCursor) -> Result<ImportPage, ConnectorError> {
+        let after: i64 = match &cursor.page {
+            Some(token) => {
+                serde_json::from_str::<StockToken>(token)
+                    .map_err(|e| {
+                        ConnectorError::fatal(format!(
+                            "unreadable NetSuite page token {token:?}: {e}"
+                        ))
+                    })?
+                    .after_id
+            }
+            None => 0,
+        };
+        let query = format!(
+            "SELECT id, itemid FROM item WHERE itemtype = 'InvtPart' AND id > {after} ORDER BY id"
+        );
+        let (rows, has_more) = self.suiteql(&query, super::IMPORT_PAGE_SIZE).await?;
+        let next_page = match rows.last() {
+            Some(last) if has_more => {
+                let after_id =
+                    text(last, "id")
+                        .and_then(|id| id.parse().ok())
+                        .ok_or_else(|| {
+                            ConnectorError::transient("a SuiteQL row without a numeric id")
+                        })?;
+                Some(
+                    serde_json::to_string(&StockToken { after_id }).map_err(|e| {
+                        ConnectorError::fatal(format!("cannot write a page token: {e}"))
+                    })?,
+                )
+            }
+            _ => None,
+        };
+        let records = self.item_records(&rows).await?;
+        Ok(ImportPage::read(
+            &rows,
+            |row| {
+                let id = text(row, "id").unwrap_or_default();
+                parse_stock(row, records.get(&id))
+            },
+            |row| text(row, "id"),
+            self.http.redactor(),
+            next_page,
+        ))
     }
 
     /// The pricing sublist's row of our price level and currency (the base quantity).

@@ -137,13 +137,7 @@ impl NetSuiteConnector {
             http = http.with_fleet_gate(gate.clone(), key, settings.limits);
         }
         Ok(Self {
-            capabilities: Capabilities {
-                import: vec![
-                    passerelle_core::Entity::Product,
-                    passerelle_core::Entity::Customer,
-                ],
-                ..Capabilities::accounting(EXPORT_BATCH, Idempotency::LookupByReference)
-            },
+            capabilities: Capabilities::accounting(EXPORT_BATCH, Idempotency::LookupByReference),
             settings,
             auth,
             http,

@@ -166,10 +166,23 @@ const ITEM_LINE: &[Field] = &[
     ro("line", Kind::Number),
 ];
 
-const PRICE: &[Sublist] = &[Sublist {
-    name: "price",
-    fields: PRICE_LINE,
-}];
+/// An item's stock per location (the `locations` sublist; unverified: NetSuite sets
+/// `quantityOnHand` through inventory transactions, the simulator lets its seeds write it).
+const LOCATION_LINE: &[Field] = &[
+    w("location", "Location", Kind::Ref(Target::Location)),
+    w("quantityOnHand", "On Hand", Kind::Number),
+];
+
+const ITEM_SUBLISTS: &[Sublist] = &[
+    Sublist {
+        name: "price",
+        fields: PRICE_LINE,
+    },
+    Sublist {
+        name: "locations",
+        fields: LOCATION_LINE,
+    },
+];
 
 const ITEMS: &[Sublist] = &[Sublist {
     name: "item",
@@ -211,7 +224,7 @@ impl RecordType {
 
     pub(crate) fn sublists(self) -> &'static [Sublist] {
         match self {
-            RecordType::InventoryItem => PRICE,
+            RecordType::InventoryItem => ITEM_SUBLISTS,
             RecordType::Customer => &[],
             RecordType::SalesOrder | RecordType::Invoice => ITEMS,
         }
