@@ -480,22 +480,6 @@ fn build_any(
     }
 }
 
-/// Whether this release has a connector for the type (an integration of another type can be
-/// stored, not synced).
-pub fn is_available(integration_type: IntegrationType) -> bool {
-    matches!(
-        integration_type,
-        IntegrationType::CustomApi
-            | IntegrationType::Xero
-            | IntegrationType::QuickBooks
-            | IntegrationType::SapB1
-            | IntegrationType::Dynamics365
-            | IntegrationType::Odoo
-            | IntegrationType::NetSuite
-            | IntegrationType::Sage
-    )
-}
-
 /// Checks settings without credentials (at create and update time); a refusal is a `Config`
 /// error.
 pub fn validate_settings(

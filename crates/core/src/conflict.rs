@@ -60,6 +60,17 @@ impl ConflictPolicy {
         }
     }
 
+    /// The entity's key in the policy object (`products`, `inventory`).
+    pub const fn key(entity: Entity) -> &'static str {
+        match entity {
+            Entity::Product => "products",
+            Entity::Customer => "customers",
+            Entity::Order => "orders",
+            Entity::Invoice => "invoices",
+            Entity::Inventory => "inventory",
+        }
+    }
+
     fn slot(&self, entity: Entity) -> Option<Winner> {
         match entity {
             Entity::Product => self.products,

@@ -166,9 +166,7 @@ fn parse_fields(
                 .is_some();
         // New credentials are checked by building the connector they are for (no request is
         // made): a missing field is refused now, not at the first sync.
-        if let (true, Some(c)) = (settings_ok, &credentials)
-            && passerelle_connectors::is_available(integration_type)
-        {
+        if let (true, Some(c)) = (settings_ok, &credentials) {
             problems.check(
                 "credentials",
                 check_credentials(integration_type, settings, c, ctx),

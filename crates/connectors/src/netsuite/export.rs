@@ -43,11 +43,7 @@ impl NetSuiteConnector {
                 ),
             );
         };
-        let parallel = self
-            .settings
-            .limits
-            .concurrency
-            .map_or(1, |c| usize::try_from(c).unwrap_or(1));
+        let parallel = self.settings.parallelism();
         crate::in_order_concurrently(
             ops.into_iter()
                 .map(|op| self.export_one(entity, record_type, op)),

@@ -280,11 +280,7 @@ impl NetSuiteConnector {
     /// (deleted since the query, say) is left out, and logged as failed by its page.
     async fn item_records(&self, rows: &[Value]) -> Result<HashMap<String, Value>, ConnectorError> {
         let ids: Vec<String> = rows.iter().filter_map(|r| text(r, "id")).collect();
-        let parallel = self
-            .settings
-            .limits
-            .concurrency
-            .map_or(1, |c| usize::try_from(c).unwrap_or(1));
+        let parallel = self.settings.parallelism();
         let urls: Vec<url::Url> = ids
             .iter()
             .map(|id| {

@@ -150,6 +150,13 @@ impl NetSuiteSettings {
         crate::urls::join_segments(&self.api_url, all)
     }
 
+    /// Requests of one connector in flight at once: the account's share of concurrency.
+    pub(super) fn parallelism(&self) -> usize {
+        self.limits
+            .concurrency
+            .map_or(1, |c| usize::try_from(c).unwrap_or(1))
+    }
+
     /// The OAuth 2.0 token endpoint.
     pub(super) fn token_url(&self) -> Url {
         self.rest(["auth", "oauth2", "v1", "token"])

@@ -68,11 +68,10 @@ pub fn effective_policy(policy: &ConflictPolicy) -> serde_json::Value {
         .effective()
         .into_iter()
         .map(|(entity, winner)| {
-            let key = match entity {
-                Entity::Inventory => "inventory".to_owned(),
-                other => format!("{}s", other.as_str()),
-            };
-            (key, serde_json::Value::from(winner.as_str()))
+            (
+                ConflictPolicy::key(entity).to_owned(),
+                serde_json::Value::from(winner.as_str()),
+            )
         })
         .collect::<serde_json::Map<_, _>>()
         .into()

@@ -39,10 +39,7 @@ pub(super) fn applies(step: &StepContext<'_>, entity: Entity) -> bool {
 }
 
 fn message(policy: &ConflictPolicy, entity: Entity, winner: Winner) -> String {
-    let key = match entity {
-        Entity::Inventory => "inventory".to_owned(),
-        other => format!("{}s", other.as_str()),
-    };
+    let key = ConflictPolicy::key(entity);
     let how = if policy.is_chosen(entity) {
         "as the integration's conflict_policy says"
     } else {
